@@ -1,0 +1,3 @@
+from shest.cli.main import main
+
+raise SystemExit(main())

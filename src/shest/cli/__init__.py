@@ -1,0 +1,1 @@
+"""The ``shest`` command line: one subcommand per pipeline stage."""

@@ -1,0 +1,1 @@
+"""File output helpers shared by all stages: atomic writes and GeoJSON."""

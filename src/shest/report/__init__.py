@@ -1,0 +1,1 @@
+"""Report files: MultiQC custom content and figures."""
