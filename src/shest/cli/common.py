@@ -12,13 +12,23 @@ SAMPLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show an option's default unless it is None, False or already named in the help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or action.default == "":
+            return text
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
     """Add a subcommand parser that also accepts ``-v`` after the subcommand name."""
     parser = subparsers.add_parser(
         name,
         help=help_text,
         description=description or help_text,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-v debug)"

@@ -1,0 +1,1 @@
+"""``shest run``: every stage for one slide on one machine."""
