@@ -30,10 +30,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _set_default_mode(tmp)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _set_default_mode(path: Path) -> None:
+    """Give a finished temporary file the mode a plain ``open()`` would (mkstemp makes it 0600)."""
+    if not path.exists():
+        return
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 class OutputSet:
@@ -74,6 +84,7 @@ class OutputSet:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             for tmp, final in self._pending:
+                _set_default_mode(tmp)
                 os.replace(tmp, final)
         else:
             for tmp, _ in self._pending:

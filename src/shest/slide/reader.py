@@ -5,7 +5,7 @@ Backends, tried in this order:
 - OpenSlide (``openslide-python`` with the ``openslide-bin`` wheel): SVS, NDPI, MRXS,
   SCN, BIF, VMS, generic tiled TIFF.
 - tiffslide / tifffile: OME-TIFF and TIFF files that OpenSlide rejects (stripped
-  TIFFs, OME series).
+  TIFFs, OME series, SubIFD pyramids).
 - Pillow: PNG and JPEG tiles, read whole because they are small by nature.
 
 All coordinates given to and returned by :class:`Slide` are level-0 pixels of the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shest.errors import SlideError
+from shest.errors import MppError, SlideError
 from shest.slide.mpp import (
     PixelSize,
     PixelSizeCandidate,
@@ -121,6 +122,18 @@ class Slide:
     def mpp(self) -> float:
         """Mean of the x and y pixel sizes in µm/px; the two differ by under 1 % on real scanners."""
         return self.pixel_size.mean
+
+    def metadata_pixel_size(self) -> PixelSize | None:
+        """Return the pixel size the file's own metadata gives, ignoring any --mpp override.
+
+        None when the metadata has no usable value. QC compares this with an override
+        to catch a mistyped --mpp.
+        """
+        meta = self._meta
+        try:
+            return resolve_pixel_size(self.path, None, meta.vendor_mpp, meta.tiff_mpp, meta.ome_mpp)
+        except MppError:
+            return None
 
     @property
     def objective_power(self) -> float | None:
@@ -265,7 +278,9 @@ class Slide:
         for ly in range(0, lv.height, block):
             for lx in range(0, lv.width, block):
                 bw, bh = min(block, lv.width - lx), min(block, lv.height - ly)
-                x0, y0 = round(lx * lv.downsample), round(ly * lv.downsample)
+                # ceil, not round: read_region floors x0 / downsample back to lx, and a
+                # rounded-down x0 would land one level pixel early at non-integer downsamples.
+                x0, y0 = math.ceil(lx * lv.downsample), math.ceil(ly * lv.downsample)
                 patch = self.read_region((x0, y0), level, (bw, bh))
                 tx0, ty0 = round(x0 / downsample), round(y0 / downsample)
                 tx1 = round((lx + bw) * lv.downsample / downsample)
@@ -349,6 +364,10 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
     if path.stat().st_size == 0:
         raise SlideError(f"Slide file {path} is empty (0 bytes); the copy or download is incomplete.")
 
+    problem = _tiff_integrity_problem(path)
+    if problem:
+        raise SlideError(f"{path} is truncated or corrupt: {problem}. Re-copy or re-export the slide.")
+
     suffix = path.suffix.lower()
     name = path.name.lower()
     attempts: list[str] = []
@@ -365,7 +384,12 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
         except _Unsupported as exc:
             attempts.append(str(exc))
             continue
-        pixel_size = resolve_pixel_size(path, mpp, meta.vendor_mpp, meta.tiff_mpp, meta.ome_mpp)
+        try:
+            pixel_size = resolve_pixel_size(path, mpp, meta.vendor_mpp, meta.tiff_mpp, meta.ome_mpp)
+        except MppError:
+            if hasattr(handle, "close"):
+                handle.close()
+            raise
         slide = Slide(path, handle, meta, pixel_size)
         log.debug("Opened %r (mpp from %s)", slide, pixel_size.source)
         return slide
@@ -379,6 +403,74 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
 
 class _Unsupported(Exception):
     """A backend cannot read this file; the next backend may."""
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# tifffile log messages (tifffile 2026.3) about directory offsets past the end of the file.
+_TRUNCATION_MESSAGES = ("invalid offset to first page", "invalid page offset", "invalid offset to page", "invalid next page")
+
+
+class _MessageCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _tiff_integrity_problem(path: Path) -> str | None:
+    """Return why a TIFF-family file is incomplete, or None when every page and its data are present.
+
+    OpenSlide rejects a TIFF whose later directories are cut off, but tifffile (and so
+    tiffslide) opens the pages before the cut and logs a warning, which would let a
+    truncated copy pass as a smaller slide. Files that are not TIFF, and TIFFs that
+    tifffile cannot parse (the slide backends may still read them), return None.
+
+    NOTE: tested on SVS, OME-TIFF and tifffile-written TIFFs; NDPI, SCN, BIF and
+    Philips TIFF go through the same check without a test file here.
+    """
+    with open(path, "rb") as handle:
+        if handle.read(4) not in _TIFF_MAGIC:
+            return None
+    import tifffile
+
+    size = path.stat().st_size
+    tifffile_log = logging.getLogger("tifffile")
+    collector = _MessageCollector()
+    saved = tifffile_log.level, tifffile_log.propagate
+    tifffile_log.addHandler(collector)
+    tifffile_log.setLevel(logging.WARNING)
+    tifffile_log.propagate = False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)
+            for series in tif.series:
+                for level in series.levels:
+                    pages.extend(page for page in level.pages if page is not None)
+            for page in pages:
+                offsets = np.asarray(getattr(page, "dataoffsets", ()), dtype=np.uint64)
+                counts = np.asarray(getattr(page, "databytecounts", ()), dtype=np.uint64)
+                if offsets.size and counts.size == offsets.size:
+                    end = int((offsets + counts).max())
+                    if end > size:
+                        return f"the image data of TIFF page {page.index} ends at byte {end}, but the file has {size} bytes"
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types on damaged input
+        log.debug("%s: tifffile cannot check the TIFF structure: %s", path, exc)
+        return None
+    finally:
+        tifffile_log.removeHandler(collector)
+        tifffile_log.setLevel(saved[0])
+        tifffile_log.propagate = saved[1]
+    # tifffile prefixes its messages with the repr of the object that logged them.
+    invalid = [
+        re.sub(r"^<[^>]*>\s*", "", message)
+        for message in collector.messages
+        if any(text in message for text in _TRUNCATION_MESSAGES)
+    ]
+    if invalid:
+        return f"tifffile reports '{invalid[0]}' (the file has {size} bytes)"
+    return None
 
 
 def _composite_rgba(region: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
@@ -416,6 +508,11 @@ def _open_openslide(path: Path):
 
     props = dict(handle.properties)
     vendor = props.get(openslide.PROPERTY_NAME_VENDOR)
+    if vendor == "generic-tiff" and handle.level_count == 1 and _has_subifds(path):
+        # OpenSlide does not read SubIFD pyramids (tifffile's default layout); without
+        # this, thumbnails of such files would be built from level 0.
+        handle.close()
+        raise _Unsupported("OpenSlide: ignores the SubIFD pyramid of this TIFF")
     levels = [
         Level(int(w), int(h), float(ds))
         for (w, h), ds in zip(handle.level_dimensions, handle.level_downsamples)
@@ -454,6 +551,16 @@ def _open_openslide(path: Path):
         background=background,
     )
     return handle, meta
+
+
+def _has_subifds(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return bool(tif.pages[0].subifds)
+    except Exception:  # noqa: BLE001 - any failure means "no usable SubIFDs"
+        return False
 
 
 def _open_tiffslide(path: Path):

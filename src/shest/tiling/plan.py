@@ -129,15 +129,20 @@ class TilePlan:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise InputError(f"Tile plan not found: {path}. Create it with `shest qc ... --plan`.") from None
+            raise InputError(f"Tile plan not found: {path}. Create it with `shest qc SLIDE`, which writes SAMPLE.tiles.json.") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"Tile plan {path} is not valid JSON ({exc}); recreate it with `shest qc`.") from None
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             found = data.get("format") if isinstance(data, dict) else None
             raise InputError(f"{path} is not a SHEST tile plan (format {found!r}, expected {PLAN_FORMAT!r}).")
-        tiles = [Tile(**record) for record in data.pop("tiles")]
-        data.pop("format")
-        return cls(**data, tiles=tiles)
+        try:
+            tiles = [Tile(**record) for record in data.pop("tiles")]
+            data.pop("format")
+            return cls(**data, tiles=tiles)
+        except (KeyError, TypeError) as exc:
+            raise InputError(
+                f"Tile plan {path} has missing or unknown fields ({exc}); recreate it with `shest qc`."
+            ) from None
 
 
 def make_tile_plan(
