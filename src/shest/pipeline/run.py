@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from shest.errors import ShestError
+from shest.errors import EmptyResultError, ShestError
 from shest.pipeline.resume import clear_record, is_complete, mark_complete
 from shest.pipeline.stages import Stage, plan_stages
 
@@ -35,17 +35,39 @@ def run_pipeline(options, parser) -> list[tuple[str, str, float]]:
         if not options.force and is_complete(stage):
             log.info("%s: outputs complete, skipping (use --force to redo)", label)
             summary.append((stage.name, "skipped", 0.0))
-            continue
-        clear_record(stage)
-        log.info("%s: %s", label, stage.describe())
-        start = time.monotonic()
-        _run_stage(stage, parser)
-        elapsed = time.monotonic() - start
-        mark_complete(stage)
-        log.info("%s: done in %.1f s", label, elapsed)
-        summary.append((stage.name, "ran", elapsed))
+        else:
+            summary.append(_run_and_record(stage, label, parser))
+        if stage.name == "qc":
+            _stop_if_no_tissue(stage)
     log.info("All %d stages finished in %.1f s; outputs in %s", len(stages), time.monotonic() - start_all, options.outdir)
     return summary
+
+
+def _run_and_record(stage: Stage, label: str, parser) -> tuple[str, str, float]:
+    """Run one stage and write its completion record; return its summary row."""
+    clear_record(stage)
+    log.info("%s: %s", label, stage.describe())
+    start = time.monotonic()
+    _run_stage(stage, parser)
+    elapsed = time.monotonic() - start
+    mark_complete(stage)
+    log.info("%s: done in %.1f s", label, elapsed)
+    return stage.name, "ran", elapsed
+
+
+def _stop_if_no_tissue(stage: Stage) -> None:
+    """Raise when QC found no tissue, instead of segmenting and predicting nothing."""
+    from shest.tiling import TilePlan
+
+    plan_file = next(path for path in stage.outputs if path.name.endswith(".tiles.json"))
+    plan = TilePlan.load(plan_file)
+    if len(plan) == 0:
+        qc_json = plan_file.with_name(plan_file.name.replace(".tiles.json", ".qc.json"))
+        raise EmptyResultError(
+            f"No tissue detected in {plan.slide_name}, so there is nothing to segment; QC outputs are in "
+            f"{plan_file.parent} (warnings in {qc_json.name}). If the slide has tissue, check the thumbnail, "
+            "--roi and the tissue options of shest qc (pass them with --qc-args)."
+        )
 
 
 def _run_stage(stage: Stage, parser) -> None:
