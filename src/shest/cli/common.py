@@ -17,7 +17,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or action.default == "":
+        default = action.default
+        if "(default" in text or default is None or default is False or default == "" or default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
 

@@ -1,0 +1,1 @@
+"""Spatial niche analysis of predicted cells: graphs, enrichment, neighbourhoods, Moran's I, infiltration."""

@@ -1,0 +1,82 @@
+"""One call that runs the niche analysis of a slide and writes its outputs (used by the CLI)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from shest.cli.common import sample_name
+from shest.errors import InputError
+from shest.niche.analysis import NicheResult, analyse_slide
+from shest.niche.h5ad import read_slide_cells
+from shest.niche.outputs import output_paths, write_outputs
+from shest.niche.params import NicheParams
+
+log = logging.getLogger(__name__)
+
+
+def run_niche(
+    h5ad: str | Path,
+    outdir: str | Path,
+    sample: str | None = None,
+    params: NicheParams | None = None,
+    slide: str | Path | None = None,
+) -> tuple[NicheResult, dict[str, Path]]:
+    """Analyse the cells of ``h5ad`` and write ``S.niche.h5ad``, the tables, figures and MultiQC tables.
+
+    Parameters
+    ----------
+    h5ad
+        ``S.h5ad`` written by ``shest infer``; it is only read.
+    outdir
+        Folder for the outputs.
+    sample
+        Output prefix; defaults to ``uns["shest"]["sample"]``, else the file name.
+    params
+        Analysis settings; the defaults of :class:`NicheParams` when ``None``.
+    slide
+        Optional slide image whose thumbnail is drawn under the niche map.
+
+    Returns
+    -------
+    result, paths
+        The analysis results and the final path of every written file.
+
+    Raises
+    ------
+    InputError
+        Unreadable input, unknown tumour or lymphocyte category, or an output that
+        would replace the input.
+    """
+    h5ad = Path(h5ad)
+    outdir = Path(outdir)
+    params = params or NicheParams()
+    cells = read_slide_cells(h5ad)
+    recorded = cells.shest.get("sample")
+    sample = sample_name(sample or (str(recorded) if recorded else None), h5ad)
+    target = output_paths(outdir, sample)["h5ad"]
+    if target.exists() and target.resolve() == h5ad.resolve():
+        raise InputError(
+            f"The output {target} would replace the input file; choose another output folder or sample name."
+        )
+    background = slide_background(slide, cells.mpp) if slide else None
+
+    result = analyse_slide(cells, sample, params)
+    paths = write_outputs(result, cells, outdir, background)
+    if len(result.notes):
+        log.warning("%s: %d notes on undefined metrics; see %s", sample, len(result.notes), paths["table_notes"].name)
+    return result, paths
+
+
+def slide_background(slide: str | Path, mpp: float | None):
+    """Return (thumbnail RGB, µm per thumbnail pixel) of the slide, at most 2048 px on its long side.
+
+    The AnnData's µm/px, when known, overrides the slide's so that thumbnail and
+    cell coordinates share one scale.
+    """
+    from shest.slide import open_slide
+
+    with open_slide(slide, mpp=mpp) as handle:
+        downsample = handle.thumbnail_downsample(2048)
+        image = handle.thumbnail(downsample)
+        return image, downsample * handle.mpp
