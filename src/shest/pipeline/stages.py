@@ -101,8 +101,8 @@ def plan_stages(options) -> list[Stage]:
         stages.append(
             Stage(
                 "niche",
-                ["niche", str(h5ad), "--outdir", str(niche_dir), *common],
-                inputs=[h5ad],
+                ["niche", str(h5ad), "--outdir", str(niche_dir), *common, "--slide", str(slide)],
+                inputs=[h5ad, slide],
                 outputs=[niche_dir / f"{sample}.niche.h5ad", niche_dir / f"{sample}_niche_mqc.tsv",
                          niche_dir / f"{sample}_infiltration_mqc.tsv"],
                 extra_args=shlex.split(options.niche_args or ""),
