@@ -15,6 +15,13 @@ per image and overall:
 "Overall" pools the counts of all images for precision, recall and F1. It averages
 Dice and AJI over images, as the MoNuSeg challenge does, and also gives the pooled AJI.
 
+A second table sorts the errors. An annotated nucleus without a match is "missed"
+when predictions cover under 30 % of it, "merged" when at least half of it lies in one
+prediction that contains at least half of another annotated nucleus too, and "outline"
+otherwise (found, but with IoU under 0.5). A prediction without a match is "on
+background" when under 30 % of it lies on annotated nuclei, "other" otherwise
+(merges and fragments).
+
 Data: MoNuSeg tiles (Aperio ImageScope XML outlines, µm/px from each XML's
 MicronsPerPixel) and CPM-15 (ASCII label mask; the 20x tile is taken as 0.5 µm/px),
 found under ``$SHEST_TEST_DATA/nuclei`` (default ``../shared/data/nuclei`` beside the
@@ -29,6 +36,7 @@ Examples
     python benchmarks/segmentation_accuracy.py
     python benchmarks/segmentation_accuracy.py --segmentation-mpp native
     python benchmarks/segmentation_accuracy.py --set split_h_um=0.4 --set threshold_scale=1.1
+    python benchmarks/segmentation_accuracy.py --set split_level_factors=1.25,1.5,2 --set outline_fraction=none
     python benchmarks/segmentation_accuracy.py --seam-check
 """
 
@@ -57,6 +65,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SHEST_TEST_DATA", REPO.parent / "shared" / "data"))
 CPM15_MPP = 0.5
 MATCH_IOU = 0.5
+# Error classes: below this covered share an annotated nucleus is missed, and a
+# prediction lies on background.
+ERROR_COVER = 0.3
 log = logging.getLogger("segmentation_accuracy")
 
 
@@ -117,7 +128,12 @@ def build_segmenter(args: argparse.Namespace):
         key, _, value = item.partition("=")
         if key not in names:
             sys.exit(f"--set {item}: unknown watershed parameter; choose from {sorted(names)}")
-        overrides[key] = None if value.lower() == "none" else float(value)
+        if value.lower() == "none":
+            overrides[key] = None
+        elif key == "split_level_factors":
+            overrides[key] = tuple(float(v) for v in value.split(",") if v)
+        else:
+            overrides[key] = float(value)
     return WatershedSegmenter(WatershedParams(**overrides))
 
 
@@ -190,6 +206,34 @@ def score(truth: np.ndarray, predicted: np.ndarray) -> dict:
         **rates(true_positives, n_truth, n_pred),
         "dice": 2 * overlap / total if total else 0.0,
         "aji": aji_intersection / aji_union if aji_union else 0.0,
+        **classify_errors(intersection, iou, truth_area, pred_area),
+    }
+
+
+def classify_errors(intersection: np.ndarray, iou: np.ndarray, truth_area: np.ndarray, pred_area: np.ndarray) -> dict:
+    """Sort unmatched annotated nuclei and predictions into the error classes of the module docstring."""
+    n_truth, n_pred = intersection.shape
+    if n_truth == 0 or n_pred == 0:
+        return {"missed": n_truth, "merged": 0, "outline": 0, "fp_background": n_pred, "fp_other": 0}
+    matched_truth = (iou >= MATCH_IOU).any(axis=1)
+    matched_pred = (iou >= MATCH_IOU).any(axis=0)
+    covered = intersection.sum(axis=1) / np.maximum(truth_area, 1)
+    share_in_pred = intersection / np.maximum(truth_area, 1)[:, None]
+    main_pred = share_in_pred.argmax(axis=1)
+    mostly_inside = share_in_pred.max(axis=1) >= 0.5
+    # Annotated nuclei that lie mostly inside each prediction.
+    nuclei_per_prediction = np.bincount(main_pred[mostly_inside], minlength=n_pred)
+    missed = ~matched_truth & (covered < ERROR_COVER)
+    merged = ~matched_truth & ~missed & mostly_inside & (nuclei_per_prediction[main_pred] >= 2)
+    outline = ~matched_truth & ~missed & ~merged
+    on_truth = intersection.sum(axis=0) / np.maximum(pred_area, 1)
+    background = ~matched_pred & (on_truth < ERROR_COVER)
+    return {
+        "missed": int(missed.sum()),
+        "merged": int(merged.sum()),
+        "outline": int(outline.sum()),
+        "fp_background": int(background.sum()),
+        "fp_other": int((~matched_pred & ~background).sum()),
     }
 
 
@@ -225,6 +269,7 @@ def run_accuracy(args: argparse.Namespace) -> dict:
         "annotated": annotated,
         "predicted": predicted,
         "tp": tp,
+        **{key: sum(r[key] for r in results) for key in ERROR_CLASSES},
         **rates(tp, annotated, predicted),
         "dice": float(np.mean([r["dice"] for r in results])),
         "aji": float(np.mean([r["aji"] for r in results])),
@@ -250,6 +295,20 @@ def accuracy_markdown(report: dict) -> str:
         f"| **overall** | | | {o['annotated']} | {o['predicted']} | {o['precision']:.3f} | {o['recall']:.3f} | "
         f"**{o['f1']:.3f}** | {o['dice']:.3f} | **{o['aji']:.3f}** (pooled {o['aji_pooled']:.3f}) |"
     )
+    return "\n".join(lines)
+
+
+ERROR_CLASSES = ("missed", "merged", "outline", "fp_background", "fp_other")
+
+
+def errors_markdown(report: dict) -> str:
+    lines = [
+        "| image | unmatched annotated: missed | merged | outline | unmatched predicted: on background | other |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in [*report["images"], report["overall"]]:
+        name = "**overall**" if r["image"] == "overall" else r["image"]
+        lines.append(f"| {name} | " + " | ".join(str(r[key]) for key in ERROR_CLASSES) + " |")
     return "\n".join(lines)
 
 
@@ -357,6 +416,8 @@ def main() -> None:
         backend = report["backend"]
         print(f"Backend: {backend['backend']}, parameters {json.dumps(backend.get('parameters'), sort_keys=True)}\n")
         print(accuracy_markdown(report))
+        print()
+        print(errors_markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=float) + "\n")
 
