@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shest.segmentation.stand_in import stand_in_network_class
 from shest.segmentation.synthetic import render_he, scatter_nuclei, write_pyramidal_tiff
 from shest.segmentation.watershed import WatershedSegmenter
 from shest.segmentation.wsi import calibrate, plan_reads, read_box, segment_tile
@@ -134,9 +135,10 @@ def cellpose_cpu(cpsam: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stand_in.pth"
-        torch.save(_stand_in_class()().state_dict(), path)
+        network_class = stand_in_network_class()
+        torch.save(network_class().state_dict(), path)
         original = models.CPSAM
-        models.CPSAM = _stand_in_class()
+        models.CPSAM = network_class
         try:
             segmenter = CellposeSegmenter(CellposeParams(model=str(path)), device="cpu")
             segmenter.segment(rgb, 0.5)  # warm-up: model load and first call
@@ -169,35 +171,6 @@ def cellpose_cpu(cpsam: bool) -> list[dict]:
     return rows
 
 
-def _stand_in_class():
-    import torch
-    from cellpose.vit import BaseModel
-    from torch import nn
-    from torch.nn import functional as F
-
-    class StandInFlowNet(BaseModel):
-        """Flows towards dark blobs (gradient of blurred darkness); not a trained model."""
-
-        def __init__(self, dtype=torch.float32, sigma: float = 3.0):
-            super().__init__(dtype=dtype)
-            radius = int(3 * sigma)
-            offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-            gauss = torch.exp(-(offsets**2) / (2 * sigma**2))
-            gauss /= gauss.sum()
-            derivative = offsets / sigma**2 * gauss
-            kernels = torch.stack([torch.outer(gauss, gauss), torch.outer(derivative, gauss), torch.outer(gauss, derivative)])
-            self.kernels = nn.Parameter(kernels[:, None], requires_grad=False)
-            self.gains = nn.Parameter(torch.tensor([40.0, 12.0, 0.45]), requires_grad=False)
-            self.W2 = nn.Parameter(torch.zeros(1), requires_grad=False)
-
-        def forward(self, x):
-            darkness = 1.0 - x.float().mean(dim=1, keepdim=True)
-            out = F.conv2d(darkness, self.kernels, padding=self.kernels.shape[-1] // 2)
-            flows = 5.0 * torch.tanh(self.gains[0] * torch.cat([out[:, 1:2], out[:, 2:3]], dim=1))
-            probability = self.gains[1] * (out[:, 0:1] - self.gains[2])
-            return torch.cat([flows, probability], dim=1).to(x.dtype), torch.zeros((x.shape[0], 256))
-
-    return StandInFlowNet
 
 
 def markdown(throughput: list[dict], memory: list[dict], cellpose: list[dict]) -> str:

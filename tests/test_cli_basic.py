@@ -123,3 +123,10 @@ def test_inspect_subprocess_exit_code(jpeg_no_mpp):
     result = run_cli("inspect", str(jpeg_no_mpp))
     assert result.returncode == 1
     assert "--mpp" in result.stderr
+
+
+def test_cli_backbone_id_matches_model():
+    from shest.cli.common import HOPTIMUS0_ID
+    from shest.model.backbone import HOPTIMUS0_ID as MODEL_HOPTIMUS0_ID
+
+    assert HOPTIMUS0_ID == MODEL_HOPTIMUS0_ID

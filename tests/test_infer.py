@@ -302,3 +302,13 @@ def test_inverted_nucleus_bounds_rejected(slide_path, cells_table, tmp_path, cap
                  "--min-nucleus-um", "20", "--outdir", str(tmp_path)])  # fmt: skip
     assert code == 1
     assert "Invalid nucleus size bounds 20.0 and 16.0 µm" in capsys.readouterr().err
+
+
+def test_cells_of_another_slide_rejected(slide_path, cells_table, tmp_path, capsys):
+    from shest.segmentation.table import write_cell_table
+
+    path = tmp_path / "other.cells.parquet"
+    write_cell_table(path, cells_table[1], {"slide": "other.svs", "slide_width": 4000, "slide_height": 3000})
+    code = main(["infer", str(slide_path), "--cells", str(path), "--model", "demo", "--outdir", str(tmp_path / "o")])
+    assert code == 1
+    assert "segmented from a slide of 4000 x 3000 px (other.svs)" in capsys.readouterr().err

@@ -293,3 +293,13 @@ def test_cohort_duplicate_sample_exits_one(cohort_inputs, tmp_path, capsys):
 def test_cohort_without_tables_exits_one(tmp_path, capsys):
     assert main(["niche-cohort", str(tmp_path), "--outdir", str(tmp_path)]) == 1
     assert "No S.niche_<metric>.csv tables" in capsys.readouterr().err
+
+
+def test_plain_string_cell_types_take_model_order(tmp_path):
+    from shest.niche.h5ad import _as_categorical
+    from shest.niche.synthetic import LUNG_CLASSES
+
+    column = pd.Series(["Lymphocyte", "Alveolar_cell", "Lymphocyte"])
+    shest = {"model": {"classes": np.array(LUNG_CLASSES, dtype=object)}}
+    categories = _as_categorical(column, shest, tmp_path / "S.h5ad").categories
+    assert list(categories) == list(LUNG_CLASSES)

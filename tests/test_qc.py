@@ -19,18 +19,11 @@ from shest.qc.background import measure_background
 from shest.qc.focus import FocusResult, laplacian_variance
 from shest.qc.ink import summarize_ink
 from shest.qc.objective import check_mpp_override, check_objective_power
-from shest.qc.stain import (
-    REFERENCE_EOSIN,
-    REFERENCE_HEMATOXYLIN,
-    StainSampler,
-    angle_deg,
-    estimate_stains,
-    macenko_vectors,
-    stain_concentrations,
-)
+from shest.qc.stain import StainSampler, estimate_stains
 from shest.qc.tiles import TissueTile
 from shest.slide import open_slide
 from shest.slide.mpp import PixelSize
+from shest.stain import RUIFROK_EOSIN, RUIFROK_HEMATOXYLIN, angle_deg, macenko_vectors, stain_concentrations
 from shest.tiling import TilePlan
 from shest.tissue import Thumbnail, detect_tissue
 
@@ -129,22 +122,22 @@ def mixed_amounts(n: int = 20_000, seed: int = 0) -> np.ndarray:
 def synthetic_stained_rgb(n: int = 40_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """RGB pixels made by Beer-Lambert mixing of the reference H and E vectors."""
     amounts = mixed_amounts(n, seed)
-    vectors = np.stack([unit(REFERENCE_HEMATOXYLIN), unit(REFERENCE_EOSIN)])
+    vectors = np.stack([unit(RUIFROK_HEMATOXYLIN), unit(RUIFROK_EOSIN)])
     rgb = 255.0 * np.exp(-(amounts @ vectors))
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8).reshape(200, -1, 3), amounts
 
 
 def test_macenko_recovers_reference_vectors():
-    od = mixed_amounts() @ np.stack([unit(REFERENCE_HEMATOXYLIN), unit(REFERENCE_EOSIN)])
+    od = mixed_amounts() @ np.stack([unit(RUIFROK_HEMATOXYLIN), unit(RUIFROK_EOSIN)])
     vectors = macenko_vectors(od)
-    assert angle_deg(vectors[0], REFERENCE_HEMATOXYLIN) < 3
-    assert angle_deg(vectors[1], REFERENCE_EOSIN) < 3
+    assert angle_deg(vectors[0], RUIFROK_HEMATOXYLIN) < 3
+    assert angle_deg(vectors[1], RUIFROK_EOSIN) < 3
 
 
 def test_macenko_orders_hematoxylin_first_whatever_the_input_order():
-    od = mixed_amounts() @ np.stack([unit(REFERENCE_EOSIN), unit(REFERENCE_HEMATOXYLIN)])
+    od = mixed_amounts() @ np.stack([unit(RUIFROK_EOSIN), unit(RUIFROK_HEMATOXYLIN)])
     vectors = macenko_vectors(od)
-    assert angle_deg(vectors[0], REFERENCE_HEMATOXYLIN) < 3
+    assert angle_deg(vectors[0], RUIFROK_HEMATOXYLIN) < 3
 
 
 def test_macenko_needs_pixels():
@@ -153,7 +146,7 @@ def test_macenko_needs_pixels():
 
 
 def test_concentrations_recover_amounts():
-    vectors = np.stack([unit(REFERENCE_HEMATOXYLIN), unit(REFERENCE_EOSIN)])
+    vectors = np.stack([unit(RUIFROK_HEMATOXYLIN), unit(RUIFROK_EOSIN)])
     amounts = np.array([[0.5, 0.2], [1.0, 0.0], [0.1, 0.9]])
     assert np.allclose(stain_concentrations(amounts @ vectors, vectors), amounts)
 

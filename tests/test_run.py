@@ -226,3 +226,14 @@ def test_run_blank_slide_stops_after_qc(tmp_path):
     assert result.returncode == 1
     assert "No tissue detected in blank.tif" in result.stderr
     assert not (tmp_path / "out" / "segmentation").exists()
+
+
+def test_run_released_checkpoint_needs_panel(cmu_slide, tmp_path):
+    released = tmp_path / "weights.pth"
+    released.write_bytes(b"PK\x03\x04 not read before the panel check")
+    result = run_shest(
+        "run", "--wsi", str(cmu_slide), "--outdir", str(tmp_path / "out"), "--checkpoint", str(released)
+    )
+    assert result.returncode == 1
+    assert "--panel" in result.stderr
+    assert not (tmp_path / "out").exists()

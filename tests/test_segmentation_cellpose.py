@@ -17,9 +17,6 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 cellpose_models = pytest.importorskip("cellpose.models")
-from cellpose.vit import BaseModel  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 from shest.cli.main import main  # noqa: E402
 from shest.errors import CheckpointError, InputError  # noqa: E402
@@ -31,6 +28,7 @@ from shest.segmentation.cellpose_backend import (  # noqa: E402
     resolve_model,
     select_device,
 )
+from shest.segmentation.stand_in import stand_in_network_class  # noqa: E402
 from shest.segmentation.synthetic import Nucleus, render_he  # noqa: E402
 from shest.segmentation.table import read_cell_table  # noqa: E402
 from shest.slide import open_slide  # noqa: E402
@@ -40,31 +38,7 @@ from shest.tiling import make_tile_plan  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")
 
 
-class DarkBlobFlowNet(BaseModel):
-    """Stand-in for Cellpose's CPSAM network: flows towards the centres of dark blobs."""
-
-    def __init__(self, dtype=torch.float32, sigma: float = 3.0):
-        super().__init__(dtype=dtype)
-        radius = int(3 * sigma)
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        gauss = torch.exp(-(offsets**2) / (2 * sigma**2))
-        gauss /= gauss.sum()
-        # Cross-correlation with +x G(x) / sigma^2 is the derivative of the Gaussian-blurred image.
-        derivative = offsets / sigma**2 * gauss
-        kernels = torch.stack([torch.outer(gauss, gauss), torch.outer(derivative, gauss), torch.outer(gauss, derivative)])
-        self.kernels = nn.Parameter(kernels[:, None], requires_grad=False)
-        self.gains = nn.Parameter(torch.tensor([40.0, 12.0, 0.45]), requires_grad=False)
-        # Cellpose 4 rejects model files without the W2 weights of its readout layer.
-        self.W2 = nn.Parameter(torch.zeros(1), requires_grad=False)
-
-    def forward(self, x):
-        darkness = 1.0 - x.float().mean(dim=1, keepdim=True)
-        out = F.conv2d(darkness, self.kernels, padding=self.kernels.shape[-1] // 2)
-        blurred, grad_y, grad_x = out[:, 0:1], out[:, 1:2], out[:, 2:3]
-        flows = 5.0 * torch.tanh(self.gains[0] * torch.cat([grad_y, grad_x], dim=1))
-        probability = self.gains[1] * (blurred - self.gains[2])
-        style = torch.zeros((x.shape[0], 256), device=x.device)
-        return torch.cat([flows, probability], dim=1).to(x.dtype), style
+DarkBlobFlowNet = stand_in_network_class()
 
 
 @pytest.fixture

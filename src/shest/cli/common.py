@@ -10,6 +10,9 @@ from shest.errors import InputError
 
 SAMPLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif")
+# Hub id of the backbone the released SHEST heads were trained on (shest.model.backbone
+# defines the same; the CLI modules must not import that module, which imports torch).
+HOPTIMUS0_ID = "hf-hub:bioptimus/H-optimus-0"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -82,6 +85,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, found {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type for a float of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, found {text}")
     return value
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from shest.cli.common import add_parser
+from shest.cli.common import HOPTIMUS0_ID, add_parser
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--backbone",
-        default="hf-hub:bioptimus/H-optimus-0",
+        default=HOPTIMUS0_ID,
         help="backbone the heads were trained on, recorded in the file",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing output file")

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from shest.cli.common import (
+    HOPTIMUS0_ID,
     add_mpp_argument,
     add_output_arguments,
     add_parser,
@@ -15,8 +16,6 @@ from shest.cli.common import (
 )
 
 log = logging.getLogger(__name__)
-
-HOPTIMUS0_ID = "hf-hub:bioptimus/H-optimus-0"
 
 
 def register(subparsers) -> None:

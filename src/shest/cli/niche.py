@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from shest.cli.common import add_parser, positive_float, positive_int
+from shest.cli.common import add_parser, non_negative_float, positive_float, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +29,6 @@ def fraction(text: str) -> float:
     value = positive_float(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], found {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, found {text}")
     return value
 
 

@@ -10,23 +10,13 @@ from shest.cli.common import (
     add_mpp_argument,
     add_output_arguments,
     add_parser,
+    non_negative_float,
     positive_float,
     positive_int,
     sample_name,
 )
 
 log = logging.getLogger(__name__)
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type for a float of at least 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, found {text}")
-    return value
 
 
 def fraction(text: str) -> float:

@@ -7,12 +7,18 @@ import logging
 import sys
 from pathlib import Path
 
-from shest.cli.common import add_mpp_argument, add_parser, positive_float, positive_int, sample_name
+from shest.cli.common import (
+    HOPTIMUS0_ID,
+    add_mpp_argument,
+    add_parser,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    sample_name,
+)
 from shest.errors import InputError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BACKBONE = "hf-hub:bioptimus/H-optimus-0"
 
 
 def register(subparsers) -> None:
@@ -38,14 +44,19 @@ def register(subparsers) -> None:
                      help="nuclear segmentation backend (watershed needs no weights and runs well on CPU)")
     seg.add_argument("--target-mpp", type=positive_float, default=0.5, help="resolution of segmentation tiles, µm/px")
     seg.add_argument("--tile-size-um", type=positive_float, default=512.0, help="segmentation tile side, µm")
-    seg.add_argument("--overlap-um", type=positive_float, default=32.0, help="overlap between tiles, µm")
+    seg.add_argument("--overlap-um", type=non_negative_float, default=32.0, help="overlap between tiles, µm")
     seg.add_argument("--geojson-gzip", action="store_true", help="write the nucleus GeoJSON gzipped")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=("shest", "demo"), default="shest",
                        help="'shest' runs the real checkpoint; 'demo' a small seeded stand-in network (results are not biological)")
     model.add_argument("--checkpoint", type=Path, default=None, help="SHEST checkpoint (.pth or .safetensors)")
-    model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone: Hugging Face hub id or local weights")
+    model.add_argument(
+        "--backbone",
+        default=None,
+        help=f"backbone: hf-hub:ORG/NAME, a folder with config.json and weights, or a weights file "
+        f"(default: the one the checkpoint records, else {HOPTIMUS0_ID})",
+    )
     model.add_argument("--panel", type=Path, default=None, help="gene panel CSV (needed for the authors' released .pth)")
     model.add_argument("--batch-size", type=positive_int, default=64, help="cells per inference batch")
     model.add_argument("--probability-cutoff", type=float, default=0.7, help="cells below this class probability are unassigned")
@@ -54,8 +65,13 @@ def register(subparsers) -> None:
     parser.add_argument("--niche", action="store_true", help="also run spatial niche analysis")
     parser.add_argument("--force", action="store_true", help="redo every stage even when its outputs are complete")
     for stage in ("qc", "segment", "infer", "niche"):
-        parser.add_argument(f"--{stage}-args", default="", metavar="ARGS",
-                            help=f"extra options passed to `shest {stage}`, quoted as one string")
+        parser.add_argument(
+            f"--{stage}-args",
+            default="",
+            metavar="ARGS",
+            help=f"extra options passed to `shest {stage}`, quoted as one string; "
+            f"write a single flag with = (--{stage}-args=--flag)",
+        )
     parser.set_defaults(handler=run)
 
 
@@ -70,8 +86,18 @@ def run(args: argparse.Namespace) -> int:
             "No SHEST checkpoint given: pass --checkpoint PATH (with --backbone and, for the authors' "
             "released .pth, --panel), or --model demo for a trial run with a stand-in network."
         )
-    if args.checkpoint is not None and not args.checkpoint.exists():
-        raise InputError(f"Checkpoint not found: {args.checkpoint}. Check the --checkpoint path.")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise InputError(f"Checkpoint not found: {args.checkpoint} is not a file. Check the --checkpoint path.")
+    if args.checkpoint is not None and args.panel is None:
+        from shest.model.checkpoint import is_safetensors
+
+        # Checked here so a missing panel fails before QC and segmentation, not after them.
+        if not is_safetensors(args.checkpoint):
+            raise InputError(
+                f"{args.checkpoint} is in the authors' released layout, which names no genes: give the gene panel "
+                "CSV with --panel (10x Xenium Prime 5K or multi-tissue v1, as the model was trained), or convert "
+                "the checkpoint once with 'shest convert-checkpoint'."
+            )
     if not 0.0 <= args.probability_cutoff <= 1.0:
         raise InputError(f"--probability-cutoff must be between 0 and 1, found {args.probability_cutoff}")
     args.sample = sample_name(args.sample, args.wsi)

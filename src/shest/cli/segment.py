@@ -41,7 +41,14 @@ def register(subparsers) -> None:
     add_mpp_argument(parser)
     add_output_arguments(parser)
 
-    parser.add_argument("--backend", choices=BACKENDS, default="watershed", help="segmentation method")
+    parser.add_argument(
+        "--backend",
+        "--segmenter",
+        dest="backend",
+        choices=BACKENDS,
+        default="watershed",
+        help="segmentation method (--segmenter is the name `shest run` uses)",
+    )
     parser.add_argument(
         "--segmentation-mpp",
         type=_mpp_or_native,

@@ -33,13 +33,13 @@ import torch
 from shest import __version__
 from shest.celltiles.geometry import HOPTIMUS_MEAN, HOPTIMUS_STD, MAX_NUCLEUS_UM, MIN_NUCLEUS_UM, PANE_PX, WINDOW_UM
 from shest.errors import CheckpointError, InputError
+from shest.model.backbone import HOPTIMUS0_ID
 from shest.model.heads import check_head_shapes, head_sizes
 
 log = logging.getLogger(__name__)
 
 FORMAT = "shest-checkpoint/1"
 METADATA_KEY = "shest"
-HOPTIMUS0_ID = "hf-hub:bioptimus/H-optimus-0"
 
 # Class order and display colours of the released lung adenocarcinoma model.
 LUNG_CLASSES = ("Alveolar_cell", "Tumor_cell_LUAD", "Macrophage", "Endothelial_cell", "Fibroblast", "Lymphocyte")

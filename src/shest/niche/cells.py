@@ -11,8 +11,7 @@ from shest.errors import InputError
 from shest.niche.h5ad import SlideCells
 from shest.niche.notes import Notes
 from shest.niche.params import UNASSIGNED_CATEGORY, NicheParams
-
-UNASSIGNED_COLOR = "#9e9e9e"
+from shest.outputs.geojson import UNASSIGNED_COLOR
 
 
 @dataclass

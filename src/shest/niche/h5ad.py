@@ -251,7 +251,9 @@ def _x_shape(f) -> tuple[int, int]:
 def _as_categorical(column: pd.Series, shest: Mapping, path: Path) -> pd.Categorical:
     if isinstance(column.dtype, pd.CategoricalDtype):
         return column.astype("category")
-    class_names = list(shest.get("model", {}).get("class_names", []) or [])
+    # `shest infer` records the class order as uns["shest"]["model"]["classes"].
+    recorded = shest.get("model", {}).get("classes")
+    class_names = [str(name) for name in recorded] if recorded is not None else []
     values = column.astype(str)
     categories = class_names if class_names and set(values) <= set(class_names) else sorted(set(values))
     log.warning(

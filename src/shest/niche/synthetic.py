@@ -104,7 +104,7 @@ def build_anndata(
         "mpp": float(mpp),
         "probability_cutoff": 0.7,
         "demo": True,
-        "model": {"backbone": "none (synthetic layout)", "class_names": list(class_names), "n_genes": n_genes},
+        "model": {"backbone": "none (synthetic layout)", "classes": list(class_names), "n_genes": n_genes},
         "version": "synthetic",
     }
     return adata

@@ -186,21 +186,23 @@ def infer_slide(
             "Check the tissue detection and segmentation outputs (S.qc.json, S_segmentation_mqc.tsv)."
         )
     device_obj = choose_device(device)
-    if model is None:
-        model = load_model(
-            checkpoint=checkpoint,
-            backbone=backbone,
-            panel=panel,
-            panel_column=panel_column,
-            classes=classes,
-            backbone_architecture=backbone_architecture,
-            demo=demo,
-        )
-    if model.demo:
-        log.warning("DEMO run for %s: outputs are marked demo and hold no biological predictions.", sample)
-
+    # The slide is opened and checked against the table before the model is loaded,
+    # so a wrong slide or µm/px fails at once instead of after loading the backbone.
     with open_slide(slide_path, mpp=mpp) as slide:
+        _check_table_slide(table_meta, slide, cells_path)
         _check_table_mpp(table_meta, slide.mpp, cells_path)
+        if model is None:
+            model = load_model(
+                checkpoint=checkpoint,
+                backbone=backbone,
+                panel=panel,
+                panel_column=panel_column,
+                classes=classes,
+                backbone_architecture=backbone_architecture,
+                demo=demo,
+            )
+        if model.demo:
+            log.warning("DEMO run for %s: outputs are marked demo and hold no biological predictions.", sample)
         geometry = TileGeometry(
             mpp=slide.mpp,
             window_um=float(model.tile.get("window_um", WINDOW_UM)),
@@ -370,6 +372,20 @@ def _write_outputs(
         demo=bool(model.demo),
         cells_per_second=cells_per_second,
     )
+
+
+def _check_table_slide(meta: dict[str, Any], slide, cells_path: Path) -> None:
+    """Raise InputError when the cell table records a slide size other than this slide's."""
+    try:
+        recorded = (int(meta["slide_width"]), int(meta["slide_height"]))
+    except (KeyError, TypeError, ValueError):
+        return
+    if recorded != tuple(slide.dimensions):
+        raise InputError(
+            f"Cell table {cells_path} was segmented from a slide of {recorded[0]} x {recorded[1]} px "
+            f"({meta.get('slide') or 'name not recorded'}), but {slide.path.name} is "
+            f"{slide.dimensions[0]} x {slide.dimensions[1]} px. Give the slide the cell table was made from."
+        )
 
 
 def _check_table_mpp(meta: dict[str, Any], slide_mpp: float, cells_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shest import __version__
+from shest.errors import ShestError
 from shest.io.atomic import atomic_path
 from shest.pipeline.stages import Stage
 
@@ -58,7 +59,11 @@ def mark_complete(stage: Stage) -> None:
     """Write the completion record after every output of the stage exists."""
     missing = [str(path) for path in stage.outputs if not path.exists()]
     if missing:
-        raise RuntimeError(f"Stage {stage.name} finished but did not write: {', '.join(missing)}")
+        raise ShestError(
+            f"Stage {stage.name} finished but did not write: {', '.join(missing)}. An option passed with "
+            f"--{stage.argv[0]}-args may have changed the output names (for example --geojson-gzip, which "
+            "`shest run` takes as its own option)."
+        )
     with atomic_path(record_path(stage)) as tmp:
         tmp.write_text(json.dumps(fingerprint(stage), indent=1, sort_keys=True) + "\n", encoding="utf-8")
 

@@ -81,8 +81,10 @@ def plan_stages(options) -> list[Stage]:
     if options.model == "demo":
         infer_argv += ["--model", "demo"]
     else:
-        infer_argv += ["--checkpoint", str(options.checkpoint), "--backbone", str(options.backbone)]
+        infer_argv += ["--checkpoint", str(options.checkpoint)]
         infer_inputs.append(Path(options.checkpoint))
+        if options.backbone is not None:
+            infer_argv += ["--backbone", str(options.backbone)]
         if options.panel is not None:
             infer_argv += ["--panel", str(options.panel)]
             infer_inputs.append(Path(options.panel))

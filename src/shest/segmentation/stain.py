@@ -1,11 +1,11 @@
-"""Colour deconvolution of H&E into hematoxylin and eosin optical density.
+"""Colour deconvolution of H&E tiles into hematoxylin optical density for segmentation.
 
-Optical density (OD) is ``-log10((I + 1) / 256)`` per RGB channel, so white glass is
-close to 0 and a fully absorbing pixel is about 2.4. A pixel's OD vector is modelled
-as a sum of two stain vectors (unit vectors in OD space) weighted by their
-concentrations (Ruifrok and Johnston, Anal Quant Cytol Histol 2001). The vectors of
-one slide are estimated with the method of Macenko et al. (ISBI 2009): the extreme
-angles of the tissue OD in the plane of its two main axes.
+Optical density (OD) here is ``-log10((I + 1) / 256)`` per RGB channel, so white glass
+is close to 0 and a fully absorbing pixel is about 2.4. This decadic, offset scale is
+the one the watershed thresholds and the cell table's ``hematoxylin_od`` use. Slide QC
+reports ODs as ``-ln(I / I0)`` (:func:`shest.stain.optical_density`), about 2.3 times
+larger. The stain vectors of one slide are estimated with
+:func:`shest.stain.macenko_vectors`, which gives the same directions on either scale.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.color import rgb_from_hed
+
+from shest.stain import RUIFROK_EOSIN, RUIFROK_HEMATOXYLIN, macenko_vectors
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class StainVectors:
     @classmethod
     def ruifrok(cls) -> StainVectors:
         """Return the published H&E vectors of Ruifrok and Johnston (as in scikit-image)."""
-        h = rgb_from_hed[0] / np.linalg.norm(rgb_from_hed[0])
-        e = rgb_from_hed[1] / np.linalg.norm(rgb_from_hed[1])
+        h = np.asarray(RUIFROK_HEMATOXYLIN) / np.linalg.norm(RUIFROK_HEMATOXYLIN)
+        e = np.asarray(RUIFROK_EOSIN) / np.linalg.norm(RUIFROK_EOSIN)
         return cls(_rounded(h), _rounded(e), "ruifrok")
 
     def to_dict(self) -> dict:
@@ -125,19 +126,11 @@ def estimate_stain_vectors(rgb: np.ndarray, min_pixels: int = 5000) -> StainVect
         picked = np.random.default_rng(0).choice(len(od), MAX_ESTIMATION_PIXELS, replace=False)
         od = od[np.sort(picked)]
 
-    _, vectors = np.linalg.eigh(np.cov(od.T))
-    plane = vectors[:, [2, 1]]
-    # Eigenvector signs are arbitrary; point both into the positive OD octant.
-    plane *= np.where(plane.sum(axis=0) < 0, -1.0, 1.0)
-    projected = od @ plane
-    angles = np.arctan2(projected[:, 1], projected[:, 0])
-    low, high = np.percentile(angles, [ANGLE_PERCENTILE, 100.0 - ANGLE_PERCENTILE])
-    first = plane @ np.array([np.cos(low), np.sin(low)])
-    second = plane @ np.array([np.cos(high), np.sin(high)])
-    # Hematoxylin absorbs red light more than eosin does.
-    hematoxylin, eosin = (first, second) if first[0] > second[0] else (second, first)
-    hematoxylin = hematoxylin / np.linalg.norm(hematoxylin)
-    eosin = eosin / np.linalg.norm(eosin)
+    try:
+        hematoxylin, eosin = macenko_vectors(od, ANGLE_PERCENTILE)
+    except ValueError as exc:
+        log.warning("Stain vectors could not be estimated (%s); using the Ruifrok H&E vectors", exc)
+        return StainVectors.ruifrok()
     if (hematoxylin < 0).any() or (eosin < 0).any() or float(hematoxylin @ eosin) > 0.98:
         log.warning(
             "Stain vector estimate is degenerate (H %s, E %s); using the Ruifrok H&E vectors",

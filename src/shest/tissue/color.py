@@ -1,8 +1,7 @@
-"""Colour features of H&E images: HSV planes, optical density and marker-ink pixels."""
+"""Colour features of H&E images: HSV planes, grey levels and marker-ink pixels."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,20 +40,6 @@ def grey_levels(rgb: np.ndarray) -> np.ndarray:
     for start in range(0, rgb.shape[0], _BLOCK_ROWS):
         out[start : start + _BLOCK_ROWS] = rgb2gray(rgb[start : start + _BLOCK_ROWS, :, :3]) * 255.0
     return out
-
-
-def optical_density(rgb: np.ndarray, background: Sequence[float] = (255.0, 255.0, 255.0)) -> np.ndarray:
-    """Return the optical density ``-ln(I / I0)`` per channel as float32, clipped at 0.
-
-    Natural logarithms, as in Macenko et al. (2009) and TIAToolbox, so that the usual
-    Macenko thresholds apply. ``background`` is the per-channel intensity I0 of
-    clear glass; intensities are clipped to [1, I0] first.
-    """
-    i0 = np.asarray(background, dtype=np.float32).reshape(1, 3)
-    flat = rgb.reshape(-1, rgb.shape[-1])[:, :3].astype(np.float32)
-    flat = np.clip(flat, 1.0, i0)
-    od = -np.log(flat / i0)
-    return od.reshape(*rgb.shape[:-1], 3)
 
 
 @dataclass(frozen=True)

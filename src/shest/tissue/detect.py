@@ -25,7 +25,8 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
-from shest.tissue.color import InkParams, hsv_planes, ink_mask, optical_density
+from shest.stain import optical_density
+from shest.tissue.color import InkParams, hsv_planes, ink_mask
 from shest.tissue.thumbnail import Thumbnail
 
 log = logging.getLogger(__name__)
