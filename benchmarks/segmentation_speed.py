@@ -97,7 +97,7 @@ def peak_rss(slide_path: Path, workdir: Path, label: str) -> dict:
     plan_path = workdir / f"{slide_path.stem}.tiles.json"
     tiles = make_plan_file(slide_path, plan_path)
     command = [sys.executable, "-m", "shest", "segment", str(slide_path), "--plan", str(plan_path),
-               "--outdir", str(workdir / "out"), "--sample", slide_path.stem]
+               "--outdir", str(workdir / "out"), "--sample", slide_path.stem, "--backend", "watershed"]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)

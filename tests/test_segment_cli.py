@@ -35,7 +35,11 @@ def small_plan(cmu_slide, tmp_path):
 
 
 def segment(*args) -> int:
-    return main(["segment", *map(str, args)])
+    """Run `shest segment`, with the weight-free backend unless the test names one."""
+    argv = ["segment", *map(str, args)]
+    if "--backend" not in argv and "--segmenter" not in argv:
+        argv += ["--backend", "watershed"]
+    return main(argv)
 
 
 def test_slide_outputs_written(cmu_slide, small_plan, tmp_path):

@@ -46,8 +46,9 @@ def register(subparsers) -> None:
         "--segmenter",
         dest="backend",
         choices=BACKENDS,
-        default="watershed",
-        help="segmentation method (--segmenter is the name `shest run` uses)",
+        default="cellpose",
+        help="segmentation method: cellpose (Cellpose-SAM by default, best on a GPU) or watershed "
+        "(weight-free, fast on a CPU); --segmenter is the name `shest run` uses",
     )
     parser.add_argument(
         "--segmentation-mpp",
