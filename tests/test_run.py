@@ -237,3 +237,42 @@ def test_run_released_checkpoint_needs_panel(cmu_slide, tmp_path):
     assert result.returncode == 1
     assert "--panel" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_rerun_redoes_stage_with_truncated_output(cmu_run):
+    slide, outdir, first = cmu_run
+    assert first.returncode == 0
+    h5ad = outdir / "inference" / "cmu.h5ad"
+    with open(h5ad, "r+b") as handle:
+        handle.truncate(100)
+    result = run_shest(
+        "run", "--wsi", str(slide), "--outdir", str(outdir), "--sample", SAMPLE,
+        "--segmenter", "watershed", "--model", "demo", "--niche",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stage_status(result.stderr)["inference"] == "ran"
+    assert h5ad.stat().st_size > 100
+
+
+def test_run_refuses_locked_outdir(cmu_slide, tmp_path):
+    import fcntl
+
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    with open(outdir / ".shest-run.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        result = run_shest("run", "--wsi", str(cmu_slide), "--outdir", str(outdir),
+                           "--segmenter", "watershed", "--model", "demo")
+    assert result.returncode == 1
+    assert "Another shest run is writing to" in result.stderr
+    assert not (outdir / "qc").exists()
+
+
+def test_run_outdir_that_is_a_file_fails(cmu_slide, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    result = run_shest("run", "--wsi", str(cmu_slide), "--outdir", str(blocker),
+                       "--segmenter", "watershed", "--model", "demo")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert str(blocker) in result.stderr

@@ -281,3 +281,39 @@ def test_truncated_jpeg_raises(jpeg_no_mpp, tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SlideError, match="cut.jpg"):
         open_slide(path, mpp=0.25)
+
+
+def test_rgba_png_transparent_is_white(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((64, 64, 4), np.uint8)
+    pixels[16:48, 16:48] = (200, 100, 150, 255)
+    path = tmp_path / "rgba.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    region = open_slide(path, mpp=0.5).read_region((0, 0), 0, (64, 64))
+    assert region[0, 0].tolist() == [255, 255, 255]
+    assert region[32, 32].tolist() == [200, 100, 150]
+
+
+def test_sixteen_bit_png_scaled_to_eight_bits(tmp_path):
+    from PIL import Image
+
+    pixels = np.full((32, 32), 65535, np.uint16)
+    pixels[:, :16] = 32768
+    path = tmp_path / "grey16.png"
+    Image.fromarray(pixels).save(path)
+    region = open_slide(path, mpp=0.5).read_region((0, 0), 0, (32, 32))
+    assert region[0, 31].tolist() == [255, 255, 255]
+    assert region[0, 0].tolist() == [128, 128, 128]
+
+
+def test_float_tiff_scaled_from_unit_range(tmp_path):
+    pixels = np.zeros((64, 64, 3), np.float32)
+    pixels[..., 0] = 1.0
+    pixels[..., 1] = 0.5
+    path = tmp_path / "float.tif"
+    tifffile.imwrite(path, pixels, photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    with open_slide(path) as slide:
+        region = slide.read_region((0, 0), 0, (64, 64))
+    assert region.dtype == np.uint8
+    assert region[10, 10].tolist() == [255, 128, 0]

@@ -66,11 +66,31 @@ def main(argv: list[str] | None = None) -> int:
     except ShestError as exc:
         log.error("%s", exc)
         return exc.exit_code
+    except OSError as exc:
+        # Filesystem problems (an output folder that is a file, no write permission, a
+        # full disk) are the user's to fix, so they get one line, not a traceback.
+        log.error("%s", describe_os_error(exc))
+        return 1
     except KeyboardInterrupt:
         log.error("Interrupted; no partial outputs were kept.")
         return 130
     log.debug("shest %s finished in %.1f s", args.command, time.monotonic() - start)
     return int(result or 0)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """Return a one-line message for a filesystem error, naming the path and a way out."""
+    path = exc.filename or "a file"
+    reason = exc.strerror or str(exc)
+    hints = {
+        "FileExistsError": "a file with that name is in the way of an output folder; choose another --outdir",
+        "NotADirectoryError": "a path that must be a folder is a file; choose another --outdir",
+        "IsADirectoryError": "a path that must be a file is a folder; check the file arguments",
+        "PermissionError": "check the permissions of the folder, or choose another --outdir",
+        "FileNotFoundError": "check the path",
+    }
+    hint = hints.get(type(exc).__name__, "check the path, the free disk space and the permissions")
+    return f"Cannot access {path}: {reason}; {hint}."
 
 
 if __name__ == "__main__":

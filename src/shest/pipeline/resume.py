@@ -1,9 +1,11 @@
 """Skip stages whose outputs are complete and whose inputs and command are unchanged.
 
 After a stage succeeds, ``shest run`` writes a small JSON record beside its outputs: the
-command line, the package version and the size and modification time of every input.
-A rerun skips the stage only when that record matches and every output exists, so a
-changed parameter, a new slide file or a deleted output makes the stage run again.
+command line, the package version, and the size and modification time of every input
+and every output. A rerun skips the stage only when that record matches, so a changed
+parameter, a new slide file, or a deleted, truncated or replaced output makes the stage
+run again. A later stage whose input was rewritten runs again too. Options that change
+only the speed of a stage (``--workers``) are left out of the record.
 """
 
 from __future__ import annotations
@@ -27,13 +29,25 @@ def record_path(stage: Stage) -> Path:
     return first.parent / f".{stage.name}.done.json"
 
 
-def fingerprint(stage: Stage) -> dict[str, Any]:
-    """Return what must be unchanged for a completed stage to be reused."""
-    inputs = {}
-    for path in stage.inputs:
+def file_stats(paths) -> dict[str, dict[str, int]]:
+    """Return the size and modification time of each file, keyed by its absolute path."""
+    stats = {}
+    for path in paths:
         stat = Path(path).stat()
-        inputs[str(Path(path).resolve())] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    return {"version": __version__, "command": stage.command_line, "inputs": inputs}
+        stats[str(Path(path).resolve())] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return stats
+
+
+def fingerprint(stage: Stage, with_outputs: bool = True) -> dict[str, Any]:
+    """Return what must be unchanged for a completed stage to be reused.
+
+    Outputs are included so that a result file edited, truncated or replaced since the
+    stage finished makes the stage run again.
+    """
+    record = {"version": __version__, "command": stage.options_line, "inputs": file_stats(stage.inputs)}
+    if with_outputs:
+        record["outputs"] = file_stats(stage.outputs)
+    return record
 
 
 def is_complete(stage: Stage) -> bool:
@@ -49,8 +63,12 @@ def is_complete(stage: Stage) -> bool:
         saved = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    if saved != fingerprint(stage):
+    current = fingerprint(stage)
+    if {key: saved.get(key) for key in ("version", "command", "inputs")} != fingerprint(stage, with_outputs=False):
         log.info("Stage %s: rerunning because its inputs or options changed since the last run", stage.name)
+        return False
+    if saved.get("outputs") != current["outputs"]:
+        log.info("Stage %s: rerunning because its outputs changed since it finished", stage.name)
         return False
     return True
 

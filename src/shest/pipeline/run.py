@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from shest.errors import EmptyResultError, ShestError
+from shest.errors import EmptyResultError, InputError, ShestError
 from shest.pipeline.resume import clear_record, is_complete, mark_complete
 from shest.pipeline.stages import Stage, plan_stages
 
@@ -28,6 +32,35 @@ def run_pipeline(options, parser) -> list[tuple[str, str, float]]:
     list of (stage name, "ran" or "skipped", seconds)
     """
     stages = plan_stages(options)
+    with output_lock(Path(options.outdir)):
+        return _run_stages(stages, options, parser)
+
+
+@contextlib.contextmanager
+def output_lock(outdir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``outdir`` so two runs cannot interleave their outputs.
+
+    The lock is an advisory ``flock`` on a hidden file in the folder, released when
+    the process ends even if it is killed. NOTE: flock is not reliable on some network
+    filesystems (older NFS), where two runs may still write into the same folder.
+    """
+    outdir.mkdir(parents=True, exist_ok=True)
+    lock_path = outdir / ".shest-run.lock"
+    with open(lock_path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"Another shest run is writing to {outdir} (it holds {lock_path.name}); "
+                "wait for it to finish or choose another --outdir."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_stages(stages: list[Stage], options, parser) -> list[tuple[str, str, float]]:
     summary: list[tuple[str, str, float]] = []
     start_all = time.monotonic()
     for index, stage in enumerate(stages, start=1):

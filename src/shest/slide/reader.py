@@ -313,11 +313,16 @@ class Slide:
         if backend == "tiffslide":
             region = self._handle.read_region(location, level, size, as_array=True)
             region = np.asarray(region)
+            if region.dtype != np.uint8:
+                alpha = region[..., 3:4] if region.ndim == 3 and region.shape[2] == 4 else None
+                region = _to_uint8_rgb(region[..., :3] if region.ndim == 3 else region)
+                if alpha is not None:
+                    region = np.concatenate([region, _to_uint8_rgb(alpha)[..., :1]], axis=2)
             if region.ndim == 2:
                 region = np.repeat(region[..., None], 3, axis=2)
             if region.shape[2] == 4:
                 return _composite_rgba(region, self._meta.background)
-            return region[..., :3].astype(np.uint8, copy=False)
+            return np.ascontiguousarray(region[..., :3])
         if backend == "pillow":
             x, y = location
             w, h = size
@@ -616,6 +621,42 @@ def _open_tiffslide(path: Path):
     return handle, meta
 
 
+def _pillow_to_rgb(image: Image.Image) -> np.ndarray:
+    """Convert any Pillow image to 8-bit RGB, compositing transparency onto white.
+
+    Transparent pixels (RGBA, LA, or a palette with a transparent entry) become white
+    background, as OpenSlide renders them. 16- and 32-bit greyscale is scaled to the
+    8-bit range by its dtype's maximum rather than clipped.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image)
+        return _to_uint8_rgb(values)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _to_uint8_rgb(values: np.ndarray) -> np.ndarray:
+    """Scale an integer or floating-point image to 8-bit RGB (greyscale is repeated)."""
+    if values.dtype == np.uint8:
+        scaled = values
+    elif np.issubdtype(values.dtype, np.integer):
+        scaled = (values.astype(np.float64) * (255.0 / np.iinfo(values.dtype).max) + 0.5).astype(np.uint8)
+    else:
+        finite = np.nan_to_num(values.astype(np.float64), nan=1.0, posinf=1.0, neginf=0.0)
+        # Floating-point images are taken to be in [0, 1] unless they exceed it.
+        peak = 255.0 if finite.max(initial=0.0) > 1.0 else 1.0
+        scaled = (np.clip(finite / peak, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if scaled.ndim == 2:
+        scaled = np.repeat(scaled[..., None], 3, axis=2)
+    elif scaled.shape[2] == 1:
+        scaled = np.repeat(scaled, 3, axis=2)
+    return np.ascontiguousarray(scaled)
+
+
 def _open_pillow(path: Path):
     from PIL import UnidentifiedImageError
 
@@ -623,7 +664,7 @@ def _open_pillow(path: Path):
         with Image.open(path) as image:
             image.load()
             info = dict(image.info)
-            rgb = np.asarray(image.convert("RGB"))
+            rgb = _pillow_to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise _Unsupported(f"Pillow: {exc}") from exc
     except Image.DecompressionBombError as exc:
