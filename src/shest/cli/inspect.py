@@ -27,18 +27,26 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from shest.slide import open_slide
 
-    with open_slide(args.slide, mpp=args.mpp) as slide:
+    # A slide without µm/px is still described; the missing value is reported, not fatal.
+    # An invalid --mpp given by the user is still an error.
+    with open_slide(args.slide, mpp=args.mpp, require_mpp=args.mpp is not None) as slide:
         info = slide.info()
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    if info["mpp_x"] is not None:
+        size = (f"{info['width']} x {info['height']} px, "
+                f"{info['width'] * info['mpp_x'] / 1000:.2f} x {info['height'] * info['mpp_y'] / 1000:.2f} mm")
+        pixel = f"{info['mpp_x']:.5f} x {info['mpp_y']:.5f} µm/px (from {info['mpp_source']})"
+    else:
+        size = f"{info['width']} x {info['height']} px"
+        pixel = "not found in the metadata; every other command needs --mpp for this slide"
     lines = [
         f"path:              {info['path']}",
         f"backend:           {info['backend']} (vendor: {info['vendor'] or 'unknown'})",
-        f"size (level 0):    {info['width']} x {info['height']} px, "
-        f"{info['width'] * info['mpp_x'] / 1000:.2f} x {info['height'] * info['mpp_y'] / 1000:.2f} mm",
-        f"pixel size:        {info['mpp_x']:.5f} x {info['mpp_y']:.5f} µm/px (from {info['mpp_source']})",
+        f"size (level 0):    {size}",
+        f"pixel size:        {pixel}",
         f"objective power:   {info['objective_power'] if info['objective_power'] else 'not recorded'}",
         f"levels:            {info['level_count']}",
     ]

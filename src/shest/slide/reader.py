@@ -80,11 +80,21 @@ class Slide:
     underlying file handle.
     """
 
-    def __init__(self, path: Path, handle: Any, meta: SlideMetadata, pixel_size: PixelSize) -> None:
+    def __init__(
+        self, path: Path, handle: Any, meta: SlideMetadata, pixel_size: PixelSize | None, mpp_error: str | None = None
+    ) -> None:
         self.path = path
         self._handle = handle
         self._meta = meta
-        self.pixel_size = pixel_size
+        self._pixel_size = pixel_size
+        self.mpp_error = mpp_error
+
+    @property
+    def pixel_size(self) -> PixelSize:
+        """The resolved pixel size; raises MppError for a slide opened with ``require_mpp=False`` that has none."""
+        if self._pixel_size is None:
+            raise MppError(self.mpp_error or f"{self.path}: no pixel size (µm/px) available")
+        return self._pixel_size
 
     # --- description -------------------------------------------------------------
 
@@ -155,6 +165,7 @@ class Slide:
     def info(self) -> dict[str, Any]:
         """Return a JSON-serialisable description of the slide (what ``shest inspect`` prints)."""
         width, height = self.dimensions
+        known = self._pixel_size is not None
         return {
             "path": str(self.path),
             "file_size_bytes": self.path.stat().st_size if self.path.is_file() else None,
@@ -167,13 +178,14 @@ class Slide:
                 {"level": i, "width": lv.width, "height": lv.height, "downsample": round(lv.downsample, 4)}
                 for i, lv in enumerate(self._meta.levels)
             ],
-            "mpp_x": self.mpp_x,
-            "mpp_y": self.mpp_y,
-            "mpp_source": self.pixel_size.source,
+            "mpp_x": self.mpp_x if known else None,
+            "mpp_y": self.mpp_y if known else None,
+            "mpp_source": self.pixel_size.source if known else None,
+            "mpp_error": None if known else self.mpp_error,
             "objective_power": self.objective_power,
             "bounds": dict(zip(("x", "y", "width", "height"), self.bounds)) if self.bounds else None,
             "associated_images": self.associated_images,
-            "area_mm2": width * height * self.mpp_x * self.mpp_y / 1e6,
+            "area_mm2": width * height * self.mpp_x * self.mpp_y / 1e6 if known else None,
         }
 
     # --- reading -----------------------------------------------------------------
@@ -341,10 +353,11 @@ class Slide:
 
     def __repr__(self) -> str:
         width, height = self.dimensions
-        return f"Slide({self.path.name!r}, {width}x{height}, {self.mpp:.4f} µm/px, backend={self.backend})"
+        pixel = f"{self.mpp:.4f} µm/px" if self._pixel_size is not None else "no µm/px"
+        return f"Slide({self.path.name!r}, {width}x{height}, {pixel}, backend={self.backend})"
 
 
-def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
+def open_slide(path: str | os.PathLike, mpp: float | None = None, require_mpp: bool = True) -> Slide:
     """Open a slide and resolve its pixel size.
 
     Parameters
@@ -353,6 +366,10 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
         Slide file (for MRXS, the ``.mrxs`` file beside its data folder).
     mpp
         µm/px override; takes precedence over anything in the file.
+    require_mpp
+        With False, a slide without a usable pixel size still opens (for describing
+        it); its ``mpp`` properties then raise MppError and ``mpp_error`` holds the
+        message.
 
     Raises
     ------
@@ -391,7 +408,9 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
             continue
         try:
             pixel_size = resolve_pixel_size(path, mpp, meta.vendor_mpp, meta.tiff_mpp, meta.ome_mpp)
-        except MppError:
+        except MppError as exc:
+            if not require_mpp:
+                return Slide(path, handle, meta, None, mpp_error=str(exc))
             if hasattr(handle, "close"):
                 handle.close()
             raise
