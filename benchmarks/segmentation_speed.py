@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from shest.segmentation.calibration import calibrate
 from shest.segmentation.stand_in import stand_in_network_class
 from shest.segmentation.synthetic import render_he, scatter_nuclei, write_pyramidal_tiff
 from shest.segmentation.watershed import WatershedSegmenter
-from shest.segmentation.wsi import calibrate, plan_reads, read_box, segment_tile
+from shest.segmentation.wsi import plan_reads, read_box, segment_tile
 from shest.slide import open_slide
 from shest.tiling import make_tile_plan
 

@@ -13,6 +13,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from shest.cli.main import main
+from shest.errors import InputError
 from shest.qc import PlanParams, QcParams, assess_slide, run_slide_qc
 from shest.qc import outputs as qc_outputs
 from shest.qc.background import measure_background
@@ -290,13 +291,12 @@ def test_override_mismatch_warns(tmp_path):
     assert any("--mpp 0.25" in w for w in qc.warnings)
 
 
-def test_roi_outside_slide_warns(tmp_path):
+def test_roi_outside_slide_raises(tmp_path):
     from shapely.geometry import box
 
     with open_slide(write_slide(tmp_path / "s.tif")) as slide:
-        qc = assess_slide(slide, SMALL_PARAMS, roi=box(50_000, 50_000, 60_000, 60_000))
-    assert qc.tissue.is_empty
-    assert any("region of interest" in w for w in qc.warnings)
+        with pytest.raises(InputError, match=r"region of interest in roi.geojson lies outside s.tif"):
+            assess_slide(slide, SMALL_PARAMS, roi=box(50_000, 50_000, 60_000, 60_000), roi_name="roi.geojson")
 
 
 def test_synthetic_tissue_area(tmp_path):
@@ -580,3 +580,92 @@ def test_run_slide_qc_returns_plan_and_paths(tmp_path):
     assert result.plan.chunks == 3
     assert all(path.exists() for path in result.paths.values())
     assert math.isclose(result.qc.tissue.area_mm2, load_qc(tmp_path / "out", "s")["tissue_area_mm2"], rel_tol=1e-5)
+
+
+# --- option bounds -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--focus-mpp", "5", "--focus-mpp must be at most 2, found 5"),
+        ("--tile-size-um", "1e6", "--tile-size-um 1e+06 gives tiles of 2000000 px at --target-mpp 0.5"),
+        ("--target-mpp", "5", "--target-mpp 5 is outside (0, 2] µm/px"),
+        ("--thumbnail-min-side", "100000", "--thumbnail-min-side must be at most 8192, found 100000"),
+    ],
+)
+def test_qc_out_of_range_option_rejected(cmu_slide, tmp_path, capsys, option, value, message):
+    outdir = tmp_path / "out"
+    assert main(["qc", str(cmu_slide), "--outdir", str(outdir), option, value]) == 1
+    assert message in capsys.readouterr().err
+    assert outputs_in(outdir) == []
+
+
+def test_qc_target_finer_than_slide_names_option(tcga_no_mpp_slide, tmp_path, capsys):
+    assert main(["qc", str(tcga_no_mpp_slide), "--mpp", "1.0", "--outdir", str(tmp_path)]) == 1
+    assert "--target-mpp 0.5 is finer than the slide's 1.0000 µm/px" in capsys.readouterr().err
+
+
+def test_qc_tile_parameters_reject_non_finite_mpp():
+    from shest.qc.tiles import TileSampleParams
+
+    with pytest.raises(ValueError, match="0 < mpp <= 2"):
+        TileSampleParams(mpp=math.inf)
+
+
+def test_background_warning_shows_decimal(tmp_path):
+    with open_slide(write_slide(tmp_path / "dark.tif", background=199)) as slide:
+        qc = assess_slide(slide, SMALL_PARAMS)
+    message = next(w for w in qc.warnings if w.startswith("Background brightness"))
+    assert f"Background brightness is {qc.background.brightness:.1f} (0-255), below 200.0" in message
+
+
+# --- images that are not brightfield colour scans ------------------------------------
+
+
+def grey_copy(ome_tile, path):
+    with open_slide(ome_tile) as slide:
+        rgb = slide.read_region((0, 0), 0, slide.dimensions)
+    Image.fromarray(rgb).convert("L").save(path)
+    return path
+
+
+def test_greyscale_image_named_as_such(ome_tile, tmp_path):
+    path = grey_copy(ome_tile, tmp_path / "grey.png")
+    with open_slide(path, mpp=0.5) as slide:
+        qc = assess_slide(slide)
+    assert len(qc.warnings) == 1
+    assert "grey.png is a greyscale image" in qc.warnings[0]
+
+
+def test_colour_scans_not_called_greyscale(ome_tile, cmu_slide):
+    for path in (ome_tile, cmu_slide):
+        with open_slide(path) as slide:
+            qc = assess_slide(slide, SMALL_PARAMS)
+        assert not qc.image.greyscale, path.name
+        assert not qc.image.dark, path.name
+
+
+def test_float_image_read_as_colour_scan(ome_tile, tmp_path):
+    with open_slide(ome_tile) as slide:
+        rgb = slide.read_region((0, 0), 0, slide.dimensions)
+    pixels = rgb.astype(np.float32) / 255
+    pixels[0, 0] = 1.02
+    path = tmp_path / "float.tif"
+    tifffile.imwrite(path, pixels, photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    with open_slide(path) as slide:
+        qc = assess_slide(slide)
+    assert qc.tissue.area_mm2 > 0.3
+    assert qc.warnings == []
+
+
+def test_near_black_image_named_as_such(tmp_path):
+    # A fluorescence-like image: black with a few bright spots.
+    image = np.zeros((1024, 1024, 3), dtype=np.uint8)
+    image[100:140, 100:140] = (40, 200, 60)
+    path = tmp_path / "dark.png"
+    Image.fromarray(image).save(path)
+    with open_slide(path, mpp=0.5) as slide:
+        qc = assess_slide(slide, SMALL_PARAMS)
+    assert len(qc.warnings) == 1
+    assert "of dark.png is near black" in qc.warnings[0]

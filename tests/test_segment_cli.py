@@ -82,7 +82,7 @@ def test_chunk_output_named_with_four_digits(cmu_slide, small_plan, tmp_path):
 
 def test_chunk_outside_plan_rejected(cmu_slide, small_plan, tmp_path, capsys):
     assert segment(cmu_slide, "--plan", small_plan, "--chunk", "5", "--outdir", tmp_path / "out") == 1
-    assert "Chunk index 5" in capsys.readouterr().err
+    assert "--chunk 5 is outside" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -128,3 +128,47 @@ def test_gzip_geojson_option(cmu_slide, small_plan, tmp_path):
     assert segment(cmu_slide, "--plan", small_plan, "--geojson-gzip", "--outdir", tmp_path) == 0
     assert (tmp_path / "CMU-1-Small-Region.nuclei.geojson.gz").exists()
     assert not (tmp_path / "CMU-1-Small-Region.nuclei.geojson").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--segmentation-mpp", "1e9", "--segmentation-mpp must be at most 2, found 1e+09"),
+        ("--threshold-od", "3", "--threshold-od must be at most 2.4, found 3"),
+        ("--threshold-scale", "10", "--threshold-scale must be from 0.25 to 4, found 10"),
+        ("--threshold-scale", "0.01", "--threshold-scale must be from 0.25 to 4, found 0.01"),
+        ("--max-area-um2", "1e5", "--max-area-um2 must be at most 2000, found 100000"),
+        ("--min-area-um2", "300", "--min-area-um2 (300) must be smaller than --max-area-um2 (200)"),
+        ("--diameter-um", "500", "--diameter-um must be at most 50, found 500"),
+    ],
+)
+def test_out_of_range_option_rejected(cmu_slide, small_plan, tmp_path, capsys, option, value, message):
+    outdir = tmp_path / "out"
+    assert segment(cmu_slide, "--plan", small_plan, "--outdir", outdir, option, value) == 1
+    assert message in capsys.readouterr().err
+    assert not outdir.exists()
+
+
+def test_plan_target_coarser_than_limit_names_option(cmu_slide, tmp_path, capsys):
+    document = cmu_plan(cmu_slide).to_dict()
+    document["target_mpp"] = 50.0
+    path = tmp_path / "coarse.tiles.json"
+    path.write_text(json.dumps(document))
+    assert segment(cmu_slide, "--plan", path, "--outdir", tmp_path / "out") == 1
+    assert "--target-mpp of `shest qc`" in capsys.readouterr().err
+
+
+def test_option_check_rejects_non_finite():
+    from shest.cli.bounds import check_option
+    from shest.errors import InputError
+
+    with pytest.raises(InputError, match="--threshold-od must be a finite number, found inf"):
+        check_option("--threshold-od", float("inf"), 2.4)
+
+
+def test_watershed_parameters_reject_non_finite():
+    from shest.errors import InputError
+    from shest.segmentation.watershed import WatershedParams
+
+    with pytest.raises(InputError, match="threshold_scale must be a finite number"):
+        WatershedParams(threshold_scale=float("inf"))

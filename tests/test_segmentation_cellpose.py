@@ -125,7 +125,7 @@ def test_cuda_request_without_gpu_is_an_error():
 def test_auto_device_logs_cpu_fallback(caplog):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    with caplog.at_level(logging.INFO, logger="shest.segmentation.cellpose_backend"):
+    with caplog.at_level(logging.INFO, logger="shest.device"):
         device = select_device("auto")
     if device.type == "cpu":
         assert "No GPU found" in caplog.text

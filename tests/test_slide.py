@@ -317,3 +317,15 @@ def test_float_tiff_scaled_from_unit_range(tmp_path):
         region = slide.read_region((0, 0), 0, (64, 64))
     assert region.dtype == np.uint8
     assert region[10, 10].tolist() == [255, 128, 0]
+
+
+@pytest.mark.parametrize(("scale", "overshoot"), [(1.0, 1.02), (255.0, 255.0), (65535.0, 65535.0)])
+def test_float_tiff_range_guessed_from_largest_value(tmp_path, scale, overshoot):
+    # A float image in [0, 1] with values slightly above 1 (as colour conversions leave) must not turn black.
+    pixels = np.full((64, 64, 3), 0.5 * scale, np.float32)
+    pixels[0, 0] = overshoot
+    path = tmp_path / "float.tif"
+    tifffile.imwrite(path, pixels, photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    with open_slide(path) as slide:
+        region = slide.read_region((0, 0), 0, (64, 64))
+    assert region[10, 10].tolist() == [128, 128, 128]

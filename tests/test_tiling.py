@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from shapely.geometry import Polygon, box
+
 from shest.errors import InputError
 from shest.tiling import TilePlan, make_tile_plan
 
@@ -230,7 +232,7 @@ def test_save_load_round_trip(tmp_path):
 def test_saved_plan_has_format(tmp_path):
     path = tmp_path / "s.tiles.json"
     full_plan().save(path)
-    assert json.loads(path.read_text())["format"] == "shest-tile-plan/1"
+    assert json.loads(path.read_text())["format"] == "shest-tile-plan/2"
 
 
 def test_load_missing_plan(tmp_path):
@@ -255,5 +257,143 @@ def test_load_other_format(tmp_path):
 def test_load_missing_fields(tmp_path):
     path = tmp_path / "partial.tiles.json"
     path.write_text(json.dumps({"format": "shest-tile-plan/1", "tiles": []}))
-    with pytest.raises(InputError, match="missing or unknown fields"):
+    with pytest.raises(InputError, match="missing fields"):
         TilePlan.load(path)
+
+
+# --- region: tissue and ROI polygons -------------------------------------------------
+
+
+def region_plan() -> TilePlan:
+    mask = np.ones((73, 100), dtype=bool)
+    tissue = box(0, 0, 600, 730)
+    roi = Polygon([(100.123, 100.0), (900.0, 100.0), (900.0, 500.456), (100.123, 500.456)])
+    return make_tile_plan(
+        mask, 10.0, (1000, 730), MPP, "s", tile_size_um=TILE_UM, overlap_um=OVERLAP_UM, tissue=tissue, roi=roi
+    )
+
+
+def test_region_round_trip(tmp_path):
+    plan = region_plan()
+    path = tmp_path / "s.tiles.json"
+    plan.save(path)
+    loaded = TilePlan.load(path)
+    assert loaded.roi.equals(plan.roi)
+    assert loaded.tissue.equals(plan.tissue)
+    assert loaded == plan
+
+
+def test_region_is_tissue_and_roi():
+    plan = region_plan()
+    x = np.array([50.0, 300.0, 700.0, 300.0, 100.123])
+    y = np.array([300.0, 300.0, 300.0, 600.0, 300.0])
+    assert plan.in_region(x, y).tolist() == [False, True, False, False, True]
+
+
+def test_plan_without_region_keeps_everything():
+    plan = full_plan()
+    assert not plan.has_region
+    assert plan.in_region(np.array([0.0, 999.0]), np.array([0.0, 729.0])).all()
+
+
+def test_version_1_plan_loads(tmp_path):
+    document = full_plan(chunks=2).to_dict()
+    document["format"] = "shest-tile-plan/1"
+    del document["tissue"], document["roi"]
+    path = tmp_path / "v1.tiles.json"
+    path.write_text(json.dumps(document))
+    loaded = TilePlan.load(path)
+    assert loaded == full_plan(chunks=2)
+    assert not loaded.has_region
+
+
+def test_version_1_plan_with_roi_rejected(tmp_path):
+    document = region_plan().to_dict()
+    document["format"] = "shest-tile-plan/1"
+    path = tmp_path / "v1.tiles.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match="unknown fields"):
+        TilePlan.load(path)
+
+
+# --- validation of hand-edited plans ---------------------------------------------------
+
+
+def edited_plan(tmp_path, edit) -> str:
+    """Save a 2-chunk plan, apply ``edit`` to its JSON document and return the file path."""
+    document = full_plan(chunks=2).to_dict()
+    edit(document)
+    path = tmp_path / "edited.tiles.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def set_tile(index: int, key: str, value):
+    def edit(document):
+        document["tiles"][index][key] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (set_tile(2, "width", -5), r"tile 2, field 'width' must be at least 1, found -5"),
+        (set_tile(1, "chunk", 2), r"tile 1, field 'chunk' is 2, but the plan has 2 chunk\(s\)"),
+        (set_tile(3, "x", "abc"), r"tile 3, field 'x' must be an integer, found 'abc'"),
+        (set_tile(0, "tissue_fraction", 1.5), r"tile 0, field 'tissue_fraction' must lie between 0 and 1"),
+        (set_tile(0, "tissue_fraction", float("nan")), r"tile 0, field 'tissue_fraction' must be a finite number"),
+        (set_tile(4, "height", 5000), r"tile 4: its box .* extends beyond the 1000 x 730 px slide"),
+        (set_tile(5, "core_x1", 10_000), r"tile 5: fields 'core_x0', 'core_y0', 'core_x1', 'core_y1'"),
+        (set_tile(1, "col", 3), r"tile 1: fields 'core_x0'.* row 0 and col 3"),
+        (set_tile(0, "x", 50), r"tile 0: its box .* does not contain its core"),
+        (set_tile(1, "tile_id", 0), r"tiles 0 and 1 share field 'tile_id' 0"),
+        (set_tile(0, "flag", True), r"tile 0 has unknown fields \['flag'\]"),
+        (lambda d: d["tiles"][0].pop("y"), r"tile 0 has missing fields \['y'\]"),
+        (lambda d: d.update(chunks=0), r"field 'chunks' must be at least 1"),
+        (lambda d: d.update(slide_mpp="0.5"), r"field 'slide_mpp' must be a number"),
+        (lambda d: d.update(tiles={}), r"field 'tiles' must be a list"),
+        (lambda d: d.update(roi="POLYGON ((0 0, 1"), r"field 'roi' is not valid WKT"),
+        (lambda d: d.update(tissue="POINT (1 2)"), r"field 'tissue' must be a POLYGON or MULTIPOLYGON"),
+    ],
+)
+def test_edited_plan_rejected(tmp_path, edit, pattern):
+    with pytest.raises(InputError, match=pattern):
+        TilePlan.load(edited_plan(tmp_path, edit))
+
+
+def test_duplicate_cell_rejected(tmp_path):
+    def duplicate(document):
+        copy = dict(document["tiles"][0], tile_id=99)
+        document["tiles"].append(copy)
+
+    with pytest.raises(InputError, match="both have row 0 and col 0"):
+        TilePlan.load(edited_plan(tmp_path, duplicate))
+
+
+def test_trimmed_plan_loads(tmp_path):
+    # Removing tiles by hand is a legitimate edit: the remaining cores still partition their part.
+    path = edited_plan(tmp_path, lambda d: d.update(tiles=d["tiles"][:3]))
+    assert len(TilePlan.load(path)) == 3
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "pattern"),
+    [
+        ("tile_size_um", float("inf"), "--tile-size-um must be a finite number"),
+        ("overlap_um", float("nan"), "--overlap-um must be a finite number"),
+        ("target_mpp", float("inf"), "--target-mpp must be a finite number"),
+        ("target_mpp", 5.0, r"--target-mpp 5 is outside \(0, 2\]"),
+        ("tile_size_um", 10_000.0, "--tile-size-um 10000 gives tiles of 20000 px"),
+    ],
+)
+def test_out_of_bounds_plan_parameters(keyword, value, pattern):
+    mask = np.ones((73, 100), dtype=bool)
+    with pytest.raises(InputError, match=pattern):
+        make_tile_plan(mask, 10.0, (1000, 730), MPP, "s", **{keyword: value})
+
+
+def test_target_finer_than_slide_names_option():
+    mask = np.ones((73, 100), dtype=bool)
+    with pytest.raises(InputError, match="pass --target-mpp 1 or larger"):
+        make_tile_plan(mask, 10.0, (1000, 730), 1.0, "s", target_mpp=0.5)

@@ -27,6 +27,28 @@ def fraction(text: str) -> float:
     return value
 
 
+def check_qc_options(args: argparse.Namespace) -> None:
+    """Raise InputError for non-finite or out-of-range options, naming the option, before the slide is read."""
+    from shest.cli.bounds import check_option
+    from shest.qc.tiles import MAX_QC_TILE_MPP
+    from shest.tiling.plan import check_plan_parameters
+    from shest.tissue.thumbnail import MAX_THUMBNAIL_SIDE
+
+    check_plan_parameters(args.target_mpp, args.tile_size_um, args.overlap_um)
+    check_option("--min-tissue-area-mm2", args.min_tissue_area_mm2)
+    check_option("--max-hole-area-mm2", args.max_hole_area_mm2)
+    check_option("--thumbnail-mpp", args.thumbnail_mpp)
+    check_option(
+        "--thumbnail-min-side", args.thumbnail_min_side, MAX_THUMBNAIL_SIDE,
+        f"thumbnails are at most {MAX_THUMBNAIL_SIDE} px on their longer side",
+    )
+    check_option(
+        "--focus-mpp", args.focus_mpp, MAX_QC_TILE_MPP,
+        "focus is scored on the edges of nuclei, which coarser tiles do not resolve",
+    )
+    check_option("--blur-threshold", args.blur_threshold)
+
+
 def register(subparsers) -> None:
     parser = add_parser(
         subparsers,
@@ -98,6 +120,7 @@ def run(args) -> int:
     from shest.tissue.detect import TissueParams
 
     sample = sample_name(args.sample, args.slide)
+    check_qc_options(args)
     try:
         params = QcParams(
             thumbnail_mpp=args.thumbnail_mpp,

@@ -15,11 +15,15 @@ from shest.cli.common import (
     sample_name,
 )
 
+from shest.device import DEVICE_CHOICES
 from shest.segmentation import BACKENDS
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
+# Largest --max-area-um2: the area of a 50 µm circle, far above any nucleus.
+MAX_NUCLEUS_AREA_UM2 = 2000.0
+# Largest --diameter-um for Cellpose.
+MAX_DIAMETER_UM = 50.0
 
 
 def register(subparsers) -> None:
@@ -68,8 +72,14 @@ def register(subparsers) -> None:
         default=None,
         help="expected nucleus diameter in µm for Cellpose (default: Cellpose-SAM uses the image at its own scale)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="Cellpose network windows per batch")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="device for Cellpose")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="256 x 256 px windows of a segmentation tile that Cellpose runs through its network at once; "
+        "counts windows, not cells",
+    )
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device for Cellpose")
 
     parser.add_argument("--min-area-um2", type=positive_float, default=6.0, help="smallest nucleus kept, µm²")
     parser.add_argument("--max-area-um2", type=positive_float, default=200.0, help="largest nucleus kept, µm²")
@@ -94,6 +104,44 @@ def _mpp_or_native(text: str) -> float | str:
     if text.strip().lower() == "native":
         return "native"
     return positive_float(text)
+
+
+def check_segment_options(args: argparse.Namespace) -> None:
+    """Raise InputError for non-finite or out-of-range options, naming the option, before the slide is read."""
+    import math
+
+    from shest.cli.bounds import check_option
+    from shest.errors import InputError
+    from shest.segmentation.runner import MAX_SEGMENTATION_MPP
+    from shest.segmentation.stain import MAX_OD
+    from shest.segmentation.watershed import THRESHOLD_SCALE_RANGE
+
+    if args.segmentation_mpp != "native":
+        check_option(
+            "--segmentation-mpp", args.segmentation_mpp, MAX_SEGMENTATION_MPP,
+            "nuclei of 5-10 µm are under 5 px across at coarser resolutions",
+        )
+    check_option(
+        "--max-area-um2", args.max_area_um2, MAX_NUCLEUS_AREA_UM2,
+        f"a nucleus of {MAX_NUCLEUS_AREA_UM2:g} µm² is already 50 µm across",
+    )
+    check_option("--min-area-um2", args.min_area_um2)
+    if args.min_area_um2 >= args.max_area_um2:
+        raise InputError(
+            f"--min-area-um2 ({args.min_area_um2:g}) must be smaller than --max-area-um2 ({args.max_area_um2:g})."
+        )
+    check_option(
+        "--threshold-od", args.threshold_od, math.floor(MAX_OD * 100) / 100,
+        f"{MAX_OD:.2f} is the optical density of a black pixel, so no nucleus would reach a higher threshold",
+    )
+    low, high = THRESHOLD_SCALE_RANGE
+    check_option(
+        "--threshold-scale", args.threshold_scale, high,
+        "the estimated threshold times a larger factor lies above nearly every nucleus, "
+        "and times a smaller one below the tissue around them",
+        minimum=low,
+    )
+    check_option("--diameter-um", args.diameter_um, MAX_DIAMETER_UM, "no nucleus is that large")
 
 
 def build_segmenter(args: argparse.Namespace):
@@ -128,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from shest.tiling.plan import TilePlan
 
     sample = sample_name(args.sample, args.slide)
+    check_segment_options(args)
     plan = TilePlan.load(args.plan)
     if args.chunk is not None:
         plan.chunk(args.chunk)  # validates the index before the slide is opened

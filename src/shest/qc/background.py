@@ -42,9 +42,13 @@ class BackgroundResult:
 
 
 def measure_background(tissue: TissueMask) -> BackgroundResult:
-    """Measure the thumbnail pixels that are neither tissue nor ink, nor next to either."""
+    """Measure the thumbnail pixels that are neither tissue nor ink, nor next to either.
+
+    Tissue and ink of the whole slide count, also outside a region of interest, so
+    that tissue the ROI leaves out is not taken for glass.
+    """
     image = tissue.thumbnail.image
-    occupied = tissue.mask | tissue.ink
+    occupied = tissue.slide_mask | tissue.slide_ink
     if occupied.any():
         occupied = ndi.binary_dilation(occupied, iterations=EDGE_MARGIN_PX)
     background = ~occupied

@@ -9,12 +9,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shapely.geometry import MultiPolygon
+
 from shest import __version__
 from shest.io.atomic import OutputSet
 from shest.qc.report import QcParams, SlideQc, assess_slide
 from shest.report.multiqc import write_mqc_table
 from shest.slide.reader import open_slide
-from shest.tiling.plan import TilePlan, make_tile_plan
+from shest.tiling.plan import TilePlan, check_target_mpp, make_tile_plan
 from shest.tissue.images import save_mask_png, save_outline_png
 from shest.tissue.polygons import mask_polygons, write_tissue_geojson
 from shest.tissue.roi import load_roi
@@ -60,9 +62,16 @@ def output_paths(outdir: str | os.PathLike, sample: str) -> dict[str, Path]:
     }
 
 
-def make_qc_plan(qc: SlideQc, slide_name: str, params: PlanParams = PlanParams()) -> TilePlan:
-    """Plan tiles over the detected tissue and split them into ``params.chunks`` chunks."""
+def make_qc_plan(qc: SlideQc, slide_name: str, params: PlanParams = PlanParams(), roi=None) -> TilePlan:
+    """Plan tiles over the detected tissue and split them into ``params.chunks`` chunks.
+
+    The plan stores the tissue polygons of the whole slide and the region of interest
+    ``roi`` (a shapely geometry in level-0 pixels, or None), and segmentation keeps
+    only the nuclei inside both. The ROI is stored as drawn rather than through the
+    thumbnail-resolution mask, so its edge is exact.
+    """
     thumb = qc.thumbnail
+    tissue = MultiPolygon(mask_polygons(qc.tissue.slide_mask, thumb.downsample_x, thumb.downsample_y))
     plan = make_tile_plan(
         qc.tissue.mask,
         thumb.downsample,
@@ -73,6 +82,8 @@ def make_qc_plan(qc: SlideQc, slide_name: str, params: PlanParams = PlanParams()
         tile_size_um=params.tile_size_um,
         overlap_um=params.overlap_um,
         min_tissue_fraction=params.min_tissue_fraction,
+        tissue=tissue,
+        roi=roi,
     )
     return plan.split(params.chunks)
 
@@ -149,7 +160,10 @@ def write_qc_outputs(
     paths = output_paths(outdir, sample)
     thumb = qc.thumbnail
     warnings = combined_warnings(qc, plan)
-    polygons = mask_polygons(qc.tissue.mask, thumb.downsample_x, thumb.downsample_y)
+    if plan.tissue is not None and not qc.tissue.roi_applied:
+        polygons = list(getattr(plan.tissue, "geoms", [plan.tissue]))
+    else:
+        polygons = mask_polygons(qc.tissue.mask, thumb.downsample_x, thumb.downsample_y)
     document = qc_document(qc, sample, plan, paths, extra_parameters or {})
     geojson_metadata = {
         "sample": sample,
@@ -199,8 +213,10 @@ def run_slide_qc(
     """
     roi = load_roi(roi_path) if roi_path is not None else None
     with open_slide(slide_path, mpp=mpp) as slide:
-        qc = assess_slide(slide, params, roi)
-        plan = make_qc_plan(qc, slide.path.name, plan_params)
+        # Before the QC work, so that a resolution the plan cannot use fails at once.
+        check_target_mpp(plan_params.target_mpp, slide.mpp)
+        qc = assess_slide(slide, params, roi, roi_name=str(roi_path) if roi_path is not None else None)
+        plan = make_qc_plan(qc, slide.path.name, plan_params, roi)
     warnings = combined_warnings(qc, plan)
     for message in warnings[len(qc.warnings) :]:
         log.warning("%s: %s", Path(slide_path).name, message)

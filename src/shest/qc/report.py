@@ -6,8 +6,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shapely.geometry import box as shapely_box
+
+from shest.errors import InputError
 from shest.qc.background import BackgroundResult, measure_background
 from shest.qc.focus import BLUR_THRESHOLD, FocusResult
+from shest.qc.image import ImageContent, inspect_image
 from shest.qc.ink import InkResult, summarize_ink
 from shest.qc.objective import ObjectiveCheck, check_mpp_override, check_objective_power
 from shest.qc.stain import StainParams, StainResult, StainSampler, estimate_stains
@@ -15,7 +19,7 @@ from shest.qc.tiles import TileSample, TileSampleParams, read_tiles, sample_tiss
 from shest.slide.reader import Slide
 from shest.tissue.detect import TissueMask, TissueParams, detect_tissue
 from shest.tissue.roi import rasterize_roi
-from shest.tissue.thumbnail import Thumbnail, read_thumbnail
+from shest.tissue.thumbnail import MAX_THUMBNAIL_SIDE, Thumbnail, read_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ class QcParams:
 
     thumbnail_mpp: float = 8.0
     thumbnail_min_side: int = 1024
-    thumbnail_max_side: int = 8192
+    thumbnail_max_side: int = MAX_THUMBNAIL_SIDE
     tissue: TissueParams = field(default_factory=TissueParams)
     tiles: TileSampleParams = field(default_factory=TileSampleParams)
     stain: StainParams = field(default_factory=StainParams)
@@ -70,6 +74,7 @@ class SlideQc:
     stain: StainResult | None
     objective: ObjectiveCheck
     warnings: list[str] = field(default_factory=list)
+    image: ImageContent | None = None
 
     def metrics(self) -> dict[str, Any]:
         """Return the headline numbers, one value each (the MultiQC row and ``metrics`` in the report)."""
@@ -106,6 +111,7 @@ class SlideQc:
             "focus": self.focus.to_dict(),
             "stain": self.stain.to_dict() if self.stain else None,
             "objective": self.objective.to_dict(),
+            "image": self.image.to_dict() if self.image else None,
         }
 
 
@@ -113,7 +119,20 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def assess_slide(slide: Slide, params: QcParams = QcParams(), roi=None) -> SlideQc:
+def check_roi_overlaps_slide(roi, slide: Slide, roi_label: str) -> None:
+    """Raise InputError when the region of interest lies entirely outside the slide image."""
+    width, height = slide.dimensions
+    if roi.intersection(shapely_box(0, 0, width, height)).area > 0:
+        return
+    left, top, right, bottom = (round(value) for value in roi.bounds)
+    raise InputError(
+        f"{roi_label} lies outside {slide.path.name}: its bounds are x {left}-{right}, y {top}-{bottom}, but the "
+        f"slide is {width} x {height} px. Export the ROI from this slide in level-0 pixel coordinates "
+        "(QuPath's GeoJSON export uses them)."
+    )
+
+
+def assess_slide(slide: Slide, params: QcParams = QcParams(), roi=None, roi_name: str | None = None) -> SlideQc:
     """Run tissue detection and every QC metric on an open slide.
 
     Parameters
@@ -125,27 +144,36 @@ def assess_slide(slide: Slide, params: QcParams = QcParams(), roi=None) -> Slide
     roi
         Optional shapely (Multi)Polygon in level-0 pixels (see :func:`shest.tissue.load_roi`)
         that restricts tissue detection.
+    roi_name
+        The ROI's file name, for messages.
 
     Returns
     -------
     SlideQc
         Metrics and warnings. Problems with the slide's content (no tissue, blur,
-        ink, odd stain) are warnings; unreadable pixels raise :class:`SlideError`.
+        ink, odd stain, a greyscale or near-black image, an ROI without tissue) are
+        warnings. Unreadable pixels raise :class:`SlideError`, and an ROI outside
+        the slide raises :class:`InputError`.
     """
     warnings: list[str] = []
     info = slide.info()
     thumbnail = read_thumbnail(slide, params.thumbnail_mpp, params.thumbnail_min_side, params.thumbnail_max_side)
 
+    roi_label = f"The region of interest in {roi_name}" if roi_name else "The region of interest"
     roi_mask = None
     if roi is not None:
+        check_roi_overlaps_slide(roi, slide, roi_label)
         roi_mask = rasterize_roi(roi, thumbnail.image.shape[:2], thumbnail.downsample_x, thumbnail.downsample_y)
-        if not roi_mask.any():
-            warnings.append(
-                f"The region of interest does not cover any part of {slide.path.name} "
-                f"({info['width']} x {info['height']} px); check that it is in level-0 pixel coordinates of this slide."
-            )
+    content = inspect_image(thumbnail.image)
     tissue = detect_tissue(thumbnail, params.tissue, roi_mask)
-    if tissue.is_empty:
+    if not content.usable:
+        warnings.append(content.warning(slide.path.name))
+    elif tissue.is_empty and roi_mask is not None and tissue.slide_mask.any():
+        warnings.append(
+            f"{roi_label} covers no tissue of {slide.path.name} (tissue was found only outside it), so the tile "
+            "plan is empty. Check that the ROI was drawn on this slide, in level-0 pixel coordinates."
+        )
+    elif tissue.is_empty:
         warnings.append(
             f"No tissue detected in {slide.path.name}: the tile plan is empty. If the thumbnail shows tissue, "
             "it may be too pale for the saturation rule or smaller than --min-tissue-area-mm2."
@@ -155,7 +183,7 @@ def assess_slide(slide: Slide, params: QcParams = QcParams(), roi=None) -> Slide
     ink = summarize_ink(tissue)
     sample = sample_tissue_tiles(slide, tissue, params.tiles)
     focus, stain = _measure_tiles(slide, sample, background, params)
-    warnings.extend(_metric_warnings(params, tissue, background, ink, focus, stain))
+    warnings.extend(_metric_warnings(params, tissue, background, ink, focus, stain, colour_scan=content.usable))
 
     objective, objective_warnings = check_objective_power(slide.objective_power, slide.mpp)
     warnings.extend(objective_warnings)
@@ -174,6 +202,7 @@ def assess_slide(slide: Slide, params: QcParams = QcParams(), roi=None) -> Slide
         stain=stain,
         objective=objective,
         warnings=warnings,
+        image=content,
     )
 
 
@@ -184,17 +213,23 @@ def _metric_warnings(
     ink: InkResult,
     focus: FocusResult,
     stain: StainResult | None,
+    colour_scan: bool = True,
 ) -> list[str]:
-    """Return the warnings of the background, ink, focus and stain metrics."""
+    """Return the warnings of the background, ink, focus and stain metrics.
+
+    Without ``colour_scan`` (a greyscale or near-black image, which has its own
+    warning) the background and ink rules describe nothing real and give no warning.
+    """
     limits = params.thresholds
     warnings = []
-    if background.brightness is not None and background.brightness < limits.background_brightness_min:
+    dark_glass = background.brightness is not None and background.brightness < limits.background_brightness_min
+    if colour_scan and dark_glass:
         warnings.append(
-            f"Background brightness is {background.brightness:.0f} (0-255), below "
-            f"{limits.background_brightness_min:.0f}: the glass looks dark or tinted "
+            f"Background brightness is {background.brightness:.1f} (0-255), below "
+            f"{limits.background_brightness_min:.1f}: the glass looks dark or tinted "
             "(dirty slide, scanner calibration, or tissue everywhere); tissue detection and stain values may be off."
         )
-    if ink.fraction > limits.ink_fraction_max:
+    if colour_scan and ink.fraction > limits.ink_fraction_max:
         warnings.append(
             f"Pen or marker ink covers {100 * ink.fraction:.1f}% of the marked area ({ink.area_mm2:.3f} mm²); "
             "ink regions are excluded from the tissue mask."

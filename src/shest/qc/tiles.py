@@ -15,6 +15,11 @@ from shest.tissue.detect import TissueMask
 log = logging.getLogger(__name__)
 
 
+# Coarsest resolution of the focus and stain tiles: at 2 µm/px a nucleus is a few
+# pixels and its edges, which the focus score measures, are gone.
+MAX_QC_TILE_MPP = 2.0
+
+
 @dataclass(frozen=True)
 class TileSampleParams:
     """Parameters of the high-resolution tiles that focus and stain QC read.
@@ -31,9 +36,9 @@ class TileSampleParams:
     max_tiles: int = 256
 
     def __post_init__(self) -> None:
-        if self.mpp <= 0 or self.tile_px < 16 or self.max_tiles < 1:
+        if not 0 < self.mpp <= MAX_QC_TILE_MPP or self.tile_px < 16 or self.max_tiles < 1:
             raise ValueError(
-                f"QC tiles need mpp > 0, tile_px >= 16 and max_tiles >= 1, "
+                f"QC tiles need 0 < mpp <= {MAX_QC_TILE_MPP:g}, tile_px >= 16 and max_tiles >= 1, "
                 f"found {self.mpp}, {self.tile_px} and {self.max_tiles}"
             )
         if not 0 < self.min_tissue_fraction <= 1:
@@ -99,6 +104,6 @@ def sample_tissue_tiles(slide: Slide, tissue: TissueMask, params: TileSamplePara
 
 def read_tiles(slide: Slide, sample: TileSample) -> Iterator[tuple[TissueTile, np.ndarray]]:
     """Yield each sampled tile with its RGB image at the sample's resolution."""
-    for tile in progress(sample.tiles, desc="QC tiles", unit="tile", logger=log):
+    for tile in progress(sample.tiles, desc="QC", unit="tile", logger=log):
         image, _ = slide.read_region_at_mpp(tile.box, sample.mpp)
         yield tile, image

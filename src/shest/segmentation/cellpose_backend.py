@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from shest.device import resolve_device
 from shest.errors import CheckpointError, InputError
 from shest.io.atomic import atomic_path
 from shest.segmentation.features import filter_label_areas
@@ -30,7 +31,6 @@ DEFAULT_MODEL = "cpsam"
 # Environment variables that forbid downloads when set to 1, true, yes or on.
 OFFLINE_VARIABLES = ("SHEST_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 MODEL_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -159,36 +159,12 @@ def _download_model(name: str, target: Path) -> Path:
 
 
 def select_device(request: str = "auto"):
-    """Return the torch device for ``request`` (auto, cpu or cuda) and log the choice.
+    """Return the torch device for Cellpose and log the choice (see :func:`shest.device.resolve_device`).
 
     ``auto`` takes CUDA, then Apple MPS, then the CPU. An explicit ``cuda`` without
     a CUDA device is an error rather than a silent CPU run.
     """
-    import torch
-
-    if request not in DEVICES:
-        raise InputError(f"Unknown device {request!r}: use one of {', '.join(DEVICES)}.")
-    if request == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(
-                "--device cuda was requested but PyTorch finds no CUDA device "
-                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}). Use --device auto or cpu."
-            )
-        device = torch.device("cuda")
-    elif request == "cpu":
-        device = torch.device("cpu")
-    elif torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
-        log.info("No GPU found: Cellpose runs on the CPU, which is much slower")
-    if device.type == "cuda":
-        log.info("Cellpose device: %s (%s)", device, torch.cuda.get_device_name(device))
-    else:
-        log.info("Cellpose device: %s", device)
-    return device
+    return resolve_device(request, purpose="Cellpose", allow_mps=True)
 
 
 def load_model(path: Path, device) -> Any:

@@ -14,15 +14,19 @@ from typing import Any
 
 from shest import __version__
 from shest.errors import InputError
-from shest.segmentation.table import TABLE_FORMAT, build_table
-from shest.segmentation.wsi import Segmenter, calibrate, plan_reads, segment_tiles
+from shest.segmentation.calibration import calibrate
+from shest.segmentation.merge import remove_duplicates
+from shest.segmentation.table import TABLE_FORMAT, build_table, sort_and_number
+from shest.segmentation.wsi import Segmenter, plan_reads, segment_tiles
 from shest.slide.reader import Slide
-from shest.tiling.plan import TilePlan
+from shest.tiling.plan import MAX_TARGET_MPP, TilePlan
 
 log = logging.getLogger(__name__)
 
 # Relative difference between the plan's and the slide's µm/px that is still the same slide.
 PLAN_MPP_TOLERANCE = 0.01
+# Coarsest segmentation resolution, the limit that `shest qc` puts on --target-mpp.
+MAX_SEGMENTATION_MPP = MAX_TARGET_MPP
 
 
 @dataclass
@@ -48,6 +52,33 @@ def check_plan_matches_slide(plan: TilePlan, slide: Slide) -> None:
         )
 
 
+def check_segmentation_mpp(segmentation_mpp: float | None, plan: TilePlan, slide: Slide) -> float:
+    """Return the resolution to segment at: ``segmentation_mpp``, else the plan's ``target_mpp``.
+
+    Raises
+    ------
+    InputError
+        The value is not finite, coarser than :data:`MAX_SEGMENTATION_MPP` or finer
+        than the slide; the message names the option that set it.
+    """
+    if segmentation_mpp is not None:
+        option, target = f"--segmentation-mpp {segmentation_mpp:g}", segmentation_mpp
+        fix = f"pass --segmentation-mpp native or a value from {slide.mpp:.4g} to {MAX_SEGMENTATION_MPP:g}"
+    else:
+        option, target = f"The tile plan's target_mpp {plan.target_mpp:g} (--target-mpp of `shest qc`)", plan.target_mpp
+        fix = "recreate the plan with `shest qc --target-mpp` in that range, or pass --segmentation-mpp"
+    if not math.isfinite(target) or target <= 0:
+        raise InputError(f"{option} is not a finite positive resolution in µm/px; {fix}.")
+    if target > MAX_SEGMENTATION_MPP:
+        raise InputError(
+            f"{option} is coarser than {MAX_SEGMENTATION_MPP:g} µm/px, where nuclei of 5-10 µm are under 5 px "
+            f"across and cannot be segmented; {fix}."
+        )
+    if target < slide.mpp * 0.999:
+        raise InputError(f"{option} is finer than the slide's {slide.mpp:.4f} µm/px; {fix}.")
+    return target
+
+
 def plan_tissue_area_mm2(plan: TilePlan) -> float:
     """Return the tissue area of the plan: each tile's core area times its tissue fraction, in mm²."""
     total_px = sum(
@@ -71,7 +102,8 @@ def segment_slide(
     slide
         The open slide the plan was made for.
     plan
-        Tile plan with core regions.
+        Tile plan with core regions. Nuclei whose centroid lies outside its tissue
+        or region-of-interest polygons are dropped.
     segmenter
         A backend (watershed or Cellpose).
     sample
@@ -85,16 +117,12 @@ def segment_slide(
     ------
     InputError
         The plan does not fit the slide, the chunk is outside the plan, or the
-        resolution is finer than the slide's.
+        resolution is not finite, coarser than :data:`MAX_SEGMENTATION_MPP` or finer
+        than the slide's.
     """
     check_plan_matches_slide(plan, slide)
     tiles = plan.chunk(chunk) if chunk is not None else list(plan.tiles)
-    target = segmentation_mpp if segmentation_mpp is not None else plan.target_mpp
-    if not math.isfinite(target) or target < slide.mpp * 0.999:
-        raise InputError(
-            f"Segmentation resolution {target} µm/px is finer than the slide's {slide.mpp:.4f} µm/px; "
-            "choose a value of at least the slide's pixel size."
-        )
+    target = check_segmentation_mpp(segmentation_mpp, plan, slide)
     if not plan.tiles:
         reasons = " ".join(plan.warnings) or "the plan has no tiles."
         log.warning("The tile plan of %s is empty (%s): writing an empty cell table.", plan.slide_name, reasons)
@@ -108,8 +136,13 @@ def segment_slide(
         "" if reads.resample == 1.0 else f", resampled x{reads.resample:.4f}",
     )
     stains = calibrate(slide, segmenter, reads)
-    columns = segment_tiles(slide, tiles, segmenter, stains, reads)
+    region = plan.in_region if plan.has_region else None
+    columns = segment_tiles(slide, tiles, segmenter, stains, reads, region)
     table = build_table(columns)
+    if chunk is None:
+        # The guard that merge-cells applies to chunk tables, so that a whole-slide run
+        # and the merge of its chunks give the same table.
+        table = sort_and_number(remove_duplicates(table))
     log.info("Kept %d nuclei", len(table))
 
     metadata: dict[str, Any] = {
@@ -130,6 +163,8 @@ def segment_slide(
             "tiles": len(plan.tiles),
             "chunks": plan.chunks,
             "tissue_area_mm2": plan_tissue_area_mm2(plan),
+            "tissue_region": plan.tissue is not None,
+            "roi": plan.roi is not None,
         },
         "chunk": chunk,
         "chunks_included": [chunk] if chunk is not None else list(range(plan.chunks)),

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # OD of each 8-bit intensity; a lookup table is faster than a log per pixel.
 OD_LUT = (-np.log10((np.arange(256, dtype=np.float64) + 1.0) / 256.0)).astype(np.float32)
+# OD of a black pixel, the largest on this scale (log10(256), about 2.41).
+MAX_OD = float(OD_LUT[0])
 # Pixels with an OD below this in any channel are treated as glass or too faint to
 # carry stain information (the beta of Macenko et al.).
 MIN_TISSUE_OD = 0.15
@@ -90,12 +92,6 @@ def hematoxylin_od(rgb: np.ndarray, stains: StainVectors) -> np.ndarray:
     out += (lut * column[1])[rgb[..., 1]]
     out += (lut * column[2])[rgb[..., 2]]
     return out
-
-
-def tissue_fraction(rgb: np.ndarray) -> float:
-    """Return the fraction of pixels whose OD exceeds :data:`MIN_TISSUE_OD` in every channel."""
-    od = optical_density(rgb)
-    return float((od > MIN_TISSUE_OD).all(axis=-1).mean()) if od.size else 0.0
 
 
 def estimate_stain_vectors(rgb: np.ndarray, min_pixels: int = 5000) -> StainVectors:

@@ -10,8 +10,9 @@ nuclei always give the same ids and the same bytes.
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import pandas as pd
 from shest.errors import InputError
 from shest.io.atomic import atomic_path
 from shest.segmentation.features import MEASUREMENT_COLUMNS
+
+log = logging.getLogger(__name__)
 
 TABLE_FORMAT = "shest-cells/1"
 METADATA_KEY = b"shest"
@@ -79,34 +82,71 @@ def write_cell_table(path: str | os.PathLike, table, metadata: Mapping[str, Any]
         pq.write_table(arrow.replace_schema_metadata(schema_metadata), tmp, compression="zstd")
 
 
-def read_cell_table(path: str | os.PathLike):
+def read_cell_table(
+    path: str | os.PathLike,
+    required: Sequence[str] = (*COLUMNS, "geometry"),
+    require_metadata: bool = True,
+):
     """Read a cell table; return (GeoDataFrame, metadata dict).
+
+    Parameters
+    ----------
+    path
+        A ``*.cells.parquet`` file.
+    required
+        Columns the table must have; by default every column ``shest segment`` writes.
+    require_metadata
+        Reject a table without the ``shest`` metadata key. When False, such a table
+        (a GeoParquet written by other software) is read with empty metadata and a
+        logged warning. Metadata that is present must be valid JSON whose format,
+        if stated, is this version's.
 
     Raises
     ------
     InputError
-        The file is missing, not Parquet, or not a SHEST cell table.
+        The file is missing, not GeoParquet, lacks a required column, or is not a
+        SHEST cell table of this version.
     """
     import geopandas as gpd
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"Cell table not found: {path}. Create it with `shest segment`.")
+        raise InputError(f"Cell table not found: {path}. Create it with `shest segment` (or `shest merge-cells`).")
     try:
         schema = pq.read_schema(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for non-Parquet input
         raise InputError(f"{path} is not a Parquet file ({exc}); give a *.cells.parquet from `shest segment`.") from None
+    metadata = _table_metadata(path, schema, require_metadata)
+    missing = [name for name in required if name not in schema.names]
+    if missing:
+        raise InputError(
+            f"{path} lacks the cell table column(s) {', '.join(missing)}; recreate it with `shest segment`."
+        )
+    try:
+        table = gpd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - geopandas and pyarrow raise many types on bad files
+        raise InputError(f"{path} could not be read as a GeoParquet cell table: {exc}") from exc
+    return table, metadata
+
+
+def _table_metadata(path: Path, schema, require_metadata: bool) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
-        raise InputError(f"{path} has no 'shest' metadata: it is not a cell table written by `shest segment`.")
-    metadata = json.loads(raw)
-    if metadata.get("format") != TABLE_FORMAT:
-        raise InputError(
-            f"{path} is a cell table of format {metadata.get('format')!r}; this version reads {TABLE_FORMAT!r}."
+        if require_metadata:
+            raise InputError(f"{path} has no 'shest' metadata: it is not a cell table written by `shest segment`.")
+        log.warning(
+            "Cell table %s has no 'shest' metadata, so its slide size and µm/px cannot be checked against the slide.",
+            path,
         )
-    missing = [name for name in (*COLUMNS, "geometry") if name not in schema.names]
-    if missing:
-        raise InputError(f"{path} lacks the cell table columns {missing}; recreate it with `shest segment`.")
-    table = gpd.read_parquet(path)
-    return table, metadata
+        return {}
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: the 'shest' metadata is not valid JSON ({exc}); recreate the table.") from None
+    if not isinstance(metadata, dict):
+        raise InputError(f"{path}: the 'shest' metadata is not a JSON object; recreate the table.")
+    found = metadata.get("format")
+    if found != TABLE_FORMAT and (require_metadata or found is not None):
+        raise InputError(f"{path} is a cell table of format {found!r}; this version reads {TABLE_FORMAT!r}.")
+    return metadata

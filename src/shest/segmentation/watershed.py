@@ -26,8 +26,9 @@ image is segmented at, so the same parameters work at 0.25 and 0.5 µm/px.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -38,15 +39,25 @@ from skimage.segmentation import relabel_sequential, watershed
 
 from shest.errors import InputError
 from shest.segmentation.features import filter_label_areas
-from shest.segmentation.stain import StainVectors, hematoxylin_od
+from shest.segmentation.stain import MAX_OD, StainVectors, hematoxylin_od
+from shest.segmentation.wsi import CalibrationWindow
 
 log = logging.getLogger(__name__)
 
 # Threshold (hematoxylin OD above background) for slides with too little tissue to
 # estimate one. It is the median of the estimates on the annotated tuning tiles.
 FALLBACK_THRESHOLD_OD = 0.3
+# Allowed threshold_scale: outside it the scaled estimate lies above nearly every
+# nucleus or below the tissue around them (estimates were 0.26-0.60 OD on the real
+# slides and annotated tiles measured).
+THRESHOLD_SCALE_RANGE = (0.25, 4.0)
 # Smoothed hematoxylin values above this percentile are left out of the threshold estimate.
 THRESHOLD_CLIP_PERCENTILE = 99.9
+# Smoothed hematoxylin OD up to which a histogram peak counts as flat background (see
+# estimate_threshold). On the glass of three real scans the median after background
+# subtraction and smoothing was under 0.01 OD; nuclei stand 0.2 OD and more above
+# their surroundings.
+FLAT_BACKGROUND_OD = 0.05
 # Pixels closer than this to a nucleus are left out of the ring that gives its surrounding
 # level, because they contain the blurred edge of the nucleus itself.
 OUTLINE_RING_GAP_UM = 0.5
@@ -94,19 +105,34 @@ class WatershedParams:
     """Largest nucleus kept."""
 
     def __post_init__(self) -> None:
+        numbers = [f.name for f in fields(self) if isinstance(getattr(self, f.name), (int, float))]
+        for name in numbers:
+            if not math.isfinite(getattr(self, name)):
+                raise InputError(f"Watershed parameter {name} must be a finite number, found {getattr(self, name)}")
+
         for name in ("smoothing_sigma_um", "background_radius_um", "max_hole_area_um2", "split_sigma_um", "min_area_um2"):
             if getattr(self, name) < 0:
                 raise InputError(f"Watershed parameter {name} must not be negative, found {getattr(self, name)}")
         if self.split_h_um <= 0:
             raise InputError(f"Watershed parameter split_h_um must be positive, found {self.split_h_um}")
-        if self.threshold_scale <= 0:
-            raise InputError(f"Watershed parameter threshold_scale must be positive, found {self.threshold_scale}")
+
+        low, high = THRESHOLD_SCALE_RANGE
+        if not low <= self.threshold_scale <= high:
+            raise InputError(
+                f"Watershed parameter threshold_scale (--threshold-scale) must be from {low:g} to {high:g}, "
+                f"found {self.threshold_scale}"
+            )
         if self.max_area_um2 <= self.min_area_um2:
             raise InputError(
-                f"max_area_um2 ({self.max_area_um2}) must be larger than min_area_um2 ({self.min_area_um2})"
+                f"Watershed parameter max_area_um2 (--max-area-um2, {self.max_area_um2}) must be larger than "
+                f"min_area_um2 (--min-area-um2, {self.min_area_um2})"
             )
-        if self.threshold_od is not None and self.threshold_od <= 0:
-            raise InputError(f"threshold_od must be positive, found {self.threshold_od}")
+        if self.threshold_od is not None and not 0 < self.threshold_od <= MAX_OD:
+            raise InputError(
+                f"Watershed parameter threshold_od (--threshold-od) must be above 0 and at most {MAX_OD:.2f}, "
+                f"the optical density of a black pixel; found {self.threshold_od}"
+            )
+
         # A list from JSON metadata or a command line becomes the tuple the dataclass declares.
         object.__setattr__(self, "split_level_factors", tuple(float(f) for f in self.split_level_factors))
         if any(factor <= 1.0 for factor in self.split_level_factors):
@@ -143,13 +169,15 @@ class WatershedSegmenter:
             self.threshold_od = FALLBACK_THRESHOLD_OD * self.params.threshold_scale
             self.threshold_source = "fallback"
 
-    def calibrate(self, windows: Sequence[np.ndarray], mpp: float, stains: StainVectors) -> None:
+    def calibrate(self, windows: Sequence[CalibrationWindow | np.ndarray], mpp: float, stains: StainVectors) -> None:
         """Set the stain vectors and estimate the slide's threshold from sample windows.
 
         Parameters
         ----------
         windows
-            uint8 RGB images of tissue at the segmentation resolution.
+            Windows of the slide at the segmentation resolution with their tissue
+            masks; the threshold is estimated on the tissue pixels only. A plain uint8
+            RGB image counts as tissue throughout.
         mpp
             µm/px of ``windows``.
         stains
@@ -158,7 +186,14 @@ class WatershedSegmenter:
         self.stains = stains
         if self.params.threshold_od is not None:
             return
-        values = [self._smoothed_hematoxylin(window, mpp).ravel() for window in windows if window.size]
+        values = []
+        for window in windows:
+            rgb, tissue = (window.rgb, window.tissue) if isinstance(window, CalibrationWindow) else (window, None)
+            if not rgb.size:
+                continue
+            # Smoothed over the whole window, so tissue pixels next to glass get their real neighbourhood.
+            smoothed = self._smoothed_hematoxylin(rgb, mpp)
+            values.append(smoothed[tissue] if tissue is not None else smoothed.ravel())
         pixels = np.concatenate(values) if values else np.empty(0, np.float32)
         if pixels.size < 10_000:
             self.threshold_od = FALLBACK_THRESHOLD_OD * self.params.threshold_scale
@@ -302,10 +337,14 @@ def estimate_threshold(values: np.ndarray) -> float:
     dense (the histogram has no single dominant background peak). Each errs upwards
     in its weak case, so the smaller of the two is used.
 
-    Values of 0 or less (glass and flat background after background subtraction)
-    are dropped first, because their spike at 0 would become the triangle's peak.
-    Values above the :data:`THRESHOLD_CLIP_PERCENTILE` percentile are dropped too,
+    Values of 0 or less (flat background after background subtraction) are dropped
+    first, and so are values above the :data:`THRESHOLD_CLIP_PERCENTILE` percentile,
     because a few pigment or ink pixels would stretch the histogram.
+
+    When the most frequent of 256 histogram bins still lies at or below
+    :data:`FLAT_BACKGROUND_OD`, nearly flat background (glass, or pale tissue without
+    nuclei) dominates the histogram. Its spike just above 0 would become the triangle's
+    peak and put the threshold at its foot, so values up to that OD are dropped too.
     """
     values = np.asarray(values, dtype=np.float32).ravel()
     values = values[values > 0]
@@ -313,6 +352,9 @@ def estimate_threshold(values: np.ndarray) -> float:
         return FALLBACK_THRESHOLD_OD
     upper = np.percentile(values, THRESHOLD_CLIP_PERCENTILE)
     values = values[values <= upper]
+    counts, edges = np.histogram(values, bins=256)
+    if edges[np.argmax(counts)] <= FLAT_BACKGROUND_OD and (values > FLAT_BACKGROUND_OD).any():
+        values = values[values > FLAT_BACKGROUND_OD]
     return float(min(threshold_otsu(values, nbins=256), threshold_triangle(values, nbins=256)))
 
 

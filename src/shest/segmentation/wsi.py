@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +25,7 @@ from PIL import Image
 
 from shest.logs import progress
 from shest.segmentation.features import TileGeometry, empty_measurements, measure_nuclei
-from shest.segmentation.stain import StainVectors, estimate_stain_vectors, hematoxylin_od, tissue_fraction
+from shest.segmentation.stain import StainVectors, hematoxylin_od
 from shest.slide.reader import Slide
 from shest.tiling.plan import Tile
 
@@ -34,17 +34,18 @@ log = logging.getLogger(__name__)
 # A pyramid level whose pixel size is within this fraction of the requested one is
 # segmented as it is, without resampling (for example 0.499 µm/px for 0.5).
 LEVEL_MPP_TOLERANCE = 0.10
-# Calibration windows: side in µm, lattice size per axis, and the tissue fraction a
-# window needs to be used. The lattice depends only on the slide's size, so every
-# chunk and every tile plan of a slide gets the same stain vectors and threshold.
-CALIBRATION_WINDOW_UM = 96.0
-CALIBRATION_LATTICE = 12
-CALIBRATION_MIN_TISSUE = 0.5
-# Slides up to this many pixels at the segmentation resolution are calibrated on
-# the whole image instead of a lattice of windows.
-CALIBRATION_WHOLE_SLIDE_PX = 4_000_000
 # Warn when more than this fraction of owned nuclei is dropped for touching a tile border.
 BORDER_DROP_WARNING = 0.005
+
+
+@dataclass(frozen=True)
+class CalibrationWindow:
+    """A window of the slide at the segmentation resolution, with the pixels that are tissue."""
+
+    rgb: np.ndarray
+    """uint8 RGB image, H x W x 3."""
+    tissue: np.ndarray
+    """Boolean mask, H x W: True on tissue, False on glass and ink."""
 
 
 class Segmenter(Protocol):
@@ -52,8 +53,8 @@ class Segmenter(Protocol):
 
     name: str
 
-    def calibrate(self, windows: Sequence[np.ndarray], mpp: float, stains: StainVectors) -> None:
-        """Prepare for one slide from sample windows of its tissue."""
+    def calibrate(self, windows: Sequence[CalibrationWindow], mpp: float, stains: StainVectors) -> None:
+        """Prepare for one slide from sample windows of its tissue (see :mod:`shest.segmentation.calibration`)."""
 
     def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
         """Return an int label image of the nuclei in an RGB tile."""
@@ -124,51 +125,17 @@ def read_box(slide: Slide, box: tuple[int, int, int, int], reads: ReadPlan) -> t
     return image, geometry
 
 
-def calibration_windows(slide: Slide, reads: ReadPlan) -> list[np.ndarray]:
-    """Read tissue windows on a fixed lattice over the slide, for stain and threshold estimates.
-
-    The windows depend only on the slide, not on the tile plan or chunk, so every
-    part of a slide is segmented with the same calibration. A slide small enough is
-    used whole.
-    """
-    width, height = slide.dimensions
-    scale = slide.mpp / reads.mpp
-    if width * height * scale * scale <= CALIBRATION_WHOLE_SLIDE_PX:
-        image, _ = read_box(slide, (0, 0, width, height), reads)
-        return [image]
-    side = max(1, round(CALIBRATION_WINDOW_UM / slide.mpp))
-    windows = []
-    for j in range(CALIBRATION_LATTICE):
-        for i in range(CALIBRATION_LATTICE):
-            cx = (i + 0.5) * width / CALIBRATION_LATTICE
-            cy = (j + 0.5) * height / CALIBRATION_LATTICE
-            x0 = int(min(max(cx - side / 2, 0), max(width - side, 0)))
-            y0 = int(min(max(cy - side / 2, 0), max(height - side, 0)))
-            image, _ = read_box(slide, (x0, y0, min(side, width), min(side, height)), reads)
-            if tissue_fraction(image) >= CALIBRATION_MIN_TISSUE:
-                windows.append(image)
-    log.debug("Calibration: %d of %d lattice windows hold tissue", len(windows), CALIBRATION_LATTICE**2)
-    return windows
-
-
-def calibrate(slide: Slide, segmenter: Segmenter, reads: ReadPlan) -> StainVectors:
-    """Estimate the slide's stain vectors and calibrate ``segmenter`` on the same windows."""
-    windows = calibration_windows(slide, reads)
-    pixels = np.concatenate([w.reshape(-1, 3) for w in windows]) if windows else np.empty((0, 3), np.uint8)
-    stains = estimate_stain_vectors(pixels)
-    log.info(
-        "Stain vectors (%s): hematoxylin %s, eosin %s", stains.source, stains.hematoxylin, stains.eosin
-    )
-    segmenter.calibrate(windows, reads.mpp, stains)
-    return stains
+# Level-0 (x, y) centroids -> whether each lies in the plan's region (TilePlan.in_region).
+RegionTest = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
 class TileResult:
-    """Nuclei kept by one tile and the count dropped for touching its border."""
+    """Nuclei kept by one tile, and the counts dropped for touching its border or lying outside the region."""
 
     columns: dict[str, np.ndarray]
     dropped_at_border: int
+    dropped_outside_region: int = 0
 
 
 def segment_tile(
@@ -177,11 +144,13 @@ def segment_tile(
     segmenter: Segmenter,
     stains: StainVectors,
     reads: ReadPlan,
+    region: RegionTest | None = None,
 ) -> TileResult:
     """Segment one tile and return the nuclei it owns.
 
     A nucleus is kept when its centroid lies in the tile's core and it does not touch
-    a border of the tile that is not also the slide's edge.
+    a border of the tile that is not also the slide's edge. With ``region``, its
+    centroid must also lie in the plan's tissue and region of interest.
     """
     image, geometry = read_box(slide, tile.box, reads)
     labels = segmenter.segment(image, geometry.image_mpp)
@@ -195,17 +164,23 @@ def segment_tile(
         tile.y + tile.height >= slide_height,
     ])
     dropped = 0
+    outside = 0
 
     def keep(x: np.ndarray, y: np.ndarray, touches: np.ndarray) -> np.ndarray:
-        nonlocal dropped
+        nonlocal dropped, outside
         owned = np.asarray(tile.owns(x, y), dtype=bool)
         cut = (touches & ~slide_edge).any(axis=1)
         dropped += int((owned & cut).sum())
-        return owned & ~cut
+        whole_and_owned = owned & ~cut
+        if region is None:
+            return whole_and_owned
+        inside = np.asarray(region(x, y), dtype=bool)
+        outside += int((whole_and_owned & ~inside).sum())
+        return whole_and_owned & inside
 
     columns = measure_nuclei(labels, hematoxylin, geometry, keep=keep)
     columns["tile_id"] = np.full(len(columns["x"]), tile.tile_id, dtype=np.int64)
-    return TileResult(columns, dropped)
+    return TileResult(columns, dropped, outside)
 
 
 def segment_tiles(
@@ -214,14 +189,21 @@ def segment_tiles(
     segmenter: Segmenter,
     stains: StainVectors,
     reads: ReadPlan,
+    region: RegionTest | None = None,
 ) -> dict[str, np.ndarray]:
-    """Segment ``tiles`` one after another and return the concatenated columns of their nuclei."""
+    """Segment ``tiles`` one after another and return the concatenated columns of their nuclei.
+
+    ``region`` (the plan's :meth:`~shest.tiling.TilePlan.in_region`) drops nuclei whose
+    centroid lies outside the plan's tissue or region of interest.
+    """
     parts: list[dict[str, np.ndarray]] = []
     dropped = 0
-    for tile in progress(tiles, desc="Segmenting tiles", unit="tile", logger=log):
-        result = segment_tile(slide, tile, segmenter, stains, reads)
+    outside = 0
+    for tile in progress(tiles, desc="segmentation", unit="tile", logger=log):
+        result = segment_tile(slide, tile, segmenter, stains, reads, region)
         parts.append(result.columns)
         dropped += result.dropped_at_border
+        outside += result.dropped_outside_region
     kept_count = sum(len(part["x"]) for part in parts)
     if dropped and dropped > BORDER_DROP_WARNING * max(kept_count, 1):
         log.warning(
@@ -230,6 +212,8 @@ def segment_tiles(
         )
     elif dropped:
         log.debug("%d nuclei dropped for touching a tile border", dropped)
+    if outside:
+        log.info("%d nuclei outside the plan's tissue or region of interest were dropped", outside)
     return concatenate_columns(parts)
 
 

@@ -44,6 +44,9 @@ TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".btf", ".tf2", ".tf8"}
 MAX_READ_PIXELS = 1 << 28
 # Blocks of this many level pixels per side when building thumbnails piecewise.
 THUMBNAIL_BLOCK = 4096
+# A floating-point image whose largest value is at most this factor above 1 (or 255)
+# is read as the range [0, 1] (or [0, 255]).
+FLOAT_RANGE_SLACK = 1.5
 
 
 @dataclass(frozen=True)
@@ -666,8 +669,12 @@ def _to_uint8_rgb(values: np.ndarray) -> np.ndarray:
         scaled = (values.astype(np.float64) * (255.0 / np.iinfo(values.dtype).max) + 0.5).astype(np.uint8)
     else:
         finite = np.nan_to_num(values.astype(np.float64), nan=1.0, posinf=1.0, neginf=0.0)
-        # Floating-point images are taken to be in [0, 1] unless they exceed it.
-        peak = 255.0 if finite.max(initial=0.0) > 1.0 else 1.0
+        # Floating-point images are taken to be in [0, 1], [0, 255] or [0, 65535]: the
+        # smallest range that the largest value does not clearly exceed. Colour
+        # conversions leave values slightly above 1, and scaling those by 255 would
+        # turn the whole image black.
+        largest = finite.max(initial=0.0)
+        peak = next((top for top in (1.0, 255.0) if largest <= top * FLOAT_RANGE_SLACK), 65535.0)
         scaled = (np.clip(finite / peak, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if scaled.ndim == 2:
         scaled = np.repeat(scaled[..., None], 3, axis=2)

@@ -6,9 +6,12 @@ the slide. Cores never overlap and cover the whole grid, so an object is owned b
 exactly one tile: the one whose core contains its centroid. As long as the overlap is
 larger than the largest object, every owned object lies whole inside its tile.
 
-A plan is saved as JSON: the parameters, the slide it was made for, and one record
-per tile. ``chunk`` numbers split the tiles into contiguous, equally sized groups for
-scatter across cluster jobs.
+A plan is saved as JSON: the parameters, the slide it was made for and one record per
+tile. From format version 2 on, it also stores the region whose nuclei segmentation
+keeps, as WKT in level-0 pixels: the tissue polygons of slide QC and the polygons of a
+region of interest. ``chunk`` numbers split the tiles into contiguous, equally sized groups
+for scatter across cluster jobs. Plans are checked field by field when loaded
+(:mod:`shest.tiling.validation`), because users edit them by hand.
 """
 
 from __future__ import annotations
@@ -17,18 +20,30 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from shest.errors import InputError
 from shest.io.atomic import atomic_path
+from shest.tiling.validation import validate_plan
 
-PLAN_FORMAT = "shest-tile-plan/1"
+PLAN_FORMAT = "shest-tile-plan/2"
+# Formats that load, by version. Version 1 plans have no region and keep every nucleus.
+READABLE_FORMATS = {"shest-tile-plan/1": 1, PLAN_FORMAT: 2}
 # Smallest slide side worth segmenting: a few cell windows (16 µm each) across.
 MIN_SLIDE_SIDE_UM = 64.0
+# Largest tile side at the target resolution. Segmentation keeps several images of a
+# tile in memory at once (RGB, float hematoxylin, labels), about 40 bytes per pixel.
+MAX_TILE_PX = 8192
+# Coarsest target resolution: nuclei of 5-10 µm are under 5 px across beyond it.
+MAX_TARGET_MPP = 2.0
+# Level-0 pixel coordinates of the region polygons are stored with this many decimals.
+REGION_DECIMALS = 2
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,14 @@ class TilePlan:
     chunks: int = 1
     tiles: list[Tile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tissue: BaseGeometry | None = None
+    """Tissue polygons of slide QC (level-0 px); nuclei outside them are dropped. None keeps all."""
+    roi: BaseGeometry | None = None
+    """Region of interest (level-0 px); nuclei outside it are dropped. None keeps all."""
+
+    def __post_init__(self) -> None:
+        self.tissue = _stored_region(self.tissue)
+        self.roi = _stored_region(self.roi)
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -103,7 +126,7 @@ class TilePlan:
         """Return the tiles of one chunk; an index outside 0..chunks-1 is an error."""
         if not 0 <= index < self.chunks:
             raise InputError(
-                f"Chunk index {index} is outside the tile plan of {self.slide_name}, "
+                f"--chunk {index} is outside the tile plan of {self.slide_name}, "
                 f"which has chunks 0-{self.chunks - 1}."
             )
         return [tile for tile in self.tiles if tile.chunk == index]
@@ -113,11 +136,31 @@ class TilePlan:
         stride = self.tile_size_px - self.overlap_px
         return np.stack([np.floor_divide(y, stride), np.floor_divide(x, stride)], axis=1).astype(np.int64)
 
+    @property
+    def has_region(self) -> bool:
+        """Whether the plan restricts nuclei to its tissue or region-of-interest polygons."""
+        return self.tissue is not None or self.roi is not None
+
+    def in_region(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Return whether level-0 points lie inside the tissue and the ROI (boundaries count as inside).
+
+        A plan without tissue or ROI polygons (format version 1) contains every point.
+        """
+        inside = np.ones(np.shape(x), dtype=bool)
+        for geometry in (self.tissue, self.roi):
+            if geometry is not None:
+                shapely.prepare(geometry)
+                inside &= shapely.intersects_xy(geometry, x, y)
+        return inside
+
     # --- persistence -------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        header = {key: value for key, value in asdict(self).items() if key != "tiles"}
-        return {"format": PLAN_FORMAT, **header, "tiles": [asdict(tile) for tile in self.tiles]}
+        regions = ("tissue", "roi")
+        header = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tiles", *regions)}
+        header["warnings"] = list(self.warnings)
+        stored = {name: _region_wkt(getattr(self, name)) for name in regions}
+        return {"format": PLAN_FORMAT, **header, **stored, "tiles": [asdict(tile) for tile in self.tiles]}
 
     def save(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp:
@@ -125,24 +168,85 @@ class TilePlan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TilePlan:
+        """Read a plan written by :meth:`save` (format version 1 or 2) and check every field.
+
+        Raises
+        ------
+        InputError
+            The file is missing, not JSON, not a tile plan, or a field is missing,
+            unknown or invalid (the message names the field and the tile).
+        """
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"Tile plan not found: {path}. Create it with `shest qc SLIDE`, which writes SAMPLE.tiles.json.") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"Tile plan {path} is not valid JSON ({exc}); recreate it with `shest qc`.") from None
-        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-            found = data.get("format") if isinstance(data, dict) else None
-            raise InputError(f"{path} is not a SHEST tile plan (format {found!r}, expected {PLAN_FORMAT!r}).")
-        try:
-            tiles = [Tile(**record) for record in data.pop("tiles")]
-            data.pop("format")
-            return cls(**data, tiles=tiles)
-        except (KeyError, TypeError) as exc:
-            raise InputError(
-                f"Tile plan {path} has missing or unknown fields ({exc}); recreate it with `shest qc`."
-            ) from None
+        found = data.get("format") if isinstance(data, dict) else None
+        if found not in READABLE_FORMATS:
+            expected = " or ".join(repr(name) for name in READABLE_FORMATS)
+            raise InputError(f"{path} is not a SHEST tile plan (format {found!r}, expected {expected}).")
+        data = {key: value for key, value in data.items() if key != "format"}
+        checked = validate_plan(data, str(path), READABLE_FORMATS[found])
+        tiles = [Tile(**record) for record in checked.tiles]
+        return cls(**checked.header, tiles=tiles, tissue=checked.tissue, roi=checked.roi)
+
+
+def _stored_region(geometry: BaseGeometry | None) -> BaseGeometry | None:
+    """Return the geometry as it reads back from a saved plan (coordinates rounded), so saving loses nothing."""
+    if geometry is None:
+        return None
+    return shapely.from_wkt(_region_wkt(geometry))
+
+
+def _region_wkt(geometry: BaseGeometry | None) -> str | None:
+    if geometry is None:
+        return None
+    return shapely.to_wkt(geometry, rounding_precision=REGION_DECIMALS, trim=True)
+
+
+def check_plan_parameters(target_mpp: float, tile_size_um: float, overlap_um: float) -> None:
+    """Check the plan parameters that do not depend on the slide.
+
+    Raises
+    ------
+    InputError
+        A value is not finite or out of range; the message names the ``shest qc``
+        option that sets it.
+    """
+    for option, value in (("--target-mpp", target_mpp), ("--tile-size-um", tile_size_um), ("--overlap-um", overlap_um)):
+        if not math.isfinite(value):
+            raise InputError(f"{option} must be a finite number, found {value}.")
+    if tile_size_um <= 0:
+        raise InputError(f"--tile-size-um must be positive, found {tile_size_um}.")
+    if overlap_um < 0:
+        raise InputError(f"--overlap-um must be non-negative, found {overlap_um}.")
+    if overlap_um >= tile_size_um:
+        raise InputError(
+            f"--overlap-um ({overlap_um:g} µm) must be smaller than the tile size, --tile-size-um ({tile_size_um:g} µm)."
+        )
+    if not 0 < target_mpp <= MAX_TARGET_MPP:
+        raise InputError(
+            f"--target-mpp {target_mpp:g} is outside (0, {MAX_TARGET_MPP:g}] µm/px: nuclei of 5-10 µm are under "
+            "5 px across at coarser resolutions. Segment at 0.5 µm/px (the default) or at the slide's own pixel size."
+        )
+    target_tile_px = tile_size_um / target_mpp
+    if target_tile_px > MAX_TILE_PX:
+        raise InputError(
+            f"--tile-size-um {tile_size_um:g} gives tiles of {target_tile_px:.0f} px at --target-mpp {target_mpp:g}; "
+            f"the limit is {MAX_TILE_PX} px ({MAX_TILE_PX * target_mpp:g} µm at that resolution), because "
+            "segmentation holds several copies of a tile in memory. Use a smaller --tile-size-um."
+        )
+
+
+def check_target_mpp(target_mpp: float, slide_mpp: float) -> None:
+    """Raise InputError when the target resolution is finer than the slide's pixel size."""
+    if target_mpp < slide_mpp * 0.999:
+        raise InputError(
+            f"--target-mpp {target_mpp:g} is finer than the slide's {slide_mpp:.4f} µm/px (from the file or --mpp); "
+            f"pass --target-mpp {math.ceil(slide_mpp * 1000) / 1000:g} or larger."
+        )
 
 
 def make_tile_plan(
@@ -155,6 +259,8 @@ def make_tile_plan(
     tile_size_um: float = 512.0,
     overlap_um: float = 32.0,
     min_tissue_fraction: float = 0.0,
+    tissue: BaseGeometry | None = None,
+    roi: BaseGeometry | None = None,
 ) -> TilePlan:
     """Plan tiles over the tissue of a slide.
 
@@ -169,35 +275,41 @@ def make_tile_plan(
     slide_mpp
         Level-0 µm/px.
     target_mpp
-        Resolution at which tiles will be processed; recorded in the plan and used to
-        check that a tile is a sensible number of pixels.
+        Resolution at which tiles will be processed, at most :data:`MAX_TARGET_MPP`.
+        It is recorded in the plan and used to check that a tile is a sensible number
+        of pixels.
     tile_size_um, overlap_um
         Tile side and the overlap between neighbouring tiles, in µm. The overlap must
         exceed the largest object that will be assigned by centroid (a nucleus is
-        under 20 µm across).
+        under 20 µm across). A tile may be at most :data:`MAX_TILE_PX` at ``target_mpp``.
     min_tissue_fraction
         Keep a tile only if more than this fraction of its core is tissue. The default
         0 keeps every core that touches tissue.
+    tissue, roi
+        Optional polygons in level-0 pixels, stored in the plan: segmentation keeps
+        only the nuclei whose centroid lies inside both.
+
+    Raises
+    ------
+    InputError
+        A parameter is not finite or out of range; messages name the ``shest qc``
+        option that sets it.
     """
-    if tile_size_um <= 0 or overlap_um < 0:
-        raise InputError(f"Tile size must be positive and overlap non-negative, found {tile_size_um} and {overlap_um} µm")
-    if overlap_um >= tile_size_um:
-        raise InputError(f"Tile overlap ({overlap_um} µm) must be smaller than the tile size ({tile_size_um} µm)")
-    if target_mpp < slide_mpp * 0.999:
-        raise InputError(
-            f"Target resolution {target_mpp} µm/px is finer than the slide's {slide_mpp:.4f} µm/px; "
-            "choose a target of at least the slide's pixel size."
-        )
+    check_plan_parameters(target_mpp, tile_size_um, overlap_um)
+    check_target_mpp(target_mpp, slide_mpp)
     tile_px = max(2, round(tile_size_um / slide_mpp))
     overlap_px = round(overlap_um / slide_mpp)
     overlap_px += overlap_px % 2  # even, so each side gets the same margin
     stride = tile_px - overlap_px
     if stride < 1:
-        raise InputError(f"Tile size {tile_size_um} µm leaves no core once the {overlap_um} µm overlap is removed")
+        raise InputError(
+            f"--tile-size-um {tile_size_um:g} leaves no core once the --overlap-um {overlap_um:g} overlap is removed; "
+            "use a larger tile size or a smaller overlap."
+        )
     if round(tile_px * slide_mpp / target_mpp) < 16:
         raise InputError(
-            f"Tiles of {tile_size_um} µm are only {tile_px * slide_mpp / target_mpp:.0f} px at {target_mpp} µm/px; "
-            "use a larger tile size."
+            f"--tile-size-um {tile_size_um:g} gives tiles of only {tile_px * slide_mpp / target_mpp:.0f} px at "
+            f"--target-mpp {target_mpp:g}; use a larger tile size (at least 16 px)."
         )
 
     width, height = slide_size
@@ -218,6 +330,8 @@ def make_tile_plan(
         overlap_um=float(overlap_um),
         tile_size_px=int(tile_px),
         overlap_px=int(overlap_px),
+        tissue=tissue,
+        roi=roi,
     )
 
     if width <= tile_px and height <= tile_px:

@@ -11,7 +11,8 @@ The rule, applied to a thumbnail of about 8 µm/px:
 3. Morphological closing joins fragments separated by less than ``closing_um``.
 4. Background enclosed by tissue and smaller than ``max_hole_area_mm2`` is filled,
    then ink pixels are removed again (ink drawn over tissue hides it).
-5. An optional region of interest restricts the mask.
+5. An optional region of interest restricts the mask; the mask of the whole slide
+   is kept beside it for measurements of the glass.
 6. Connected pieces smaller than ``min_tissue_area_mm2`` (dust, debris) are removed.
 """
 
@@ -62,7 +63,12 @@ class TissueParams:
 
 @dataclass
 class TissueMask:
-    """Result of tissue detection on one thumbnail."""
+    """Result of tissue detection on one thumbnail.
+
+    ``mask`` and ``ink`` are restricted to the region of interest when one was
+    given. ``slide_mask`` and ``slide_ink`` cover the whole slide either way, for
+    measurements of the glass; without a region of interest they are the same arrays.
+    """
 
     mask: np.ndarray
     ink: np.ndarray
@@ -71,6 +77,14 @@ class TissueMask:
     otsu_threshold: float | None
     roi_applied: bool
     params: TissueParams
+    slide_mask: np.ndarray | None = None
+    slide_ink: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.slide_mask is None:
+            self.slide_mask = self.mask
+        if self.slide_ink is None:
+            self.slide_ink = self.ink
 
     @property
     def area_mm2(self) -> float:
@@ -135,10 +149,14 @@ def detect_tissue(
     mask = fill_small_holes(mask, params.max_hole_area_mm2 / pixel_area)
     # After closing and hole filling, so that ink drawn over tissue stays excluded.
     mask &= ~ink
+    min_pixels = params.min_tissue_area_mm2 / pixel_area
+    slide_mask = remove_small_objects(mask, min_pixels)
+    slide_ink = ink
     if roi_mask is not None:
-        mask &= roi_mask
+        mask = remove_small_objects(mask & roi_mask, min_pixels)
         ink = ink & roi_mask
-    mask = remove_small_objects(mask, params.min_tissue_area_mm2 / pixel_area)
+    else:
+        mask = slide_mask
 
     log.debug(
         "Tissue: saturation threshold %.3f (Otsu %s), closing radius %d px, %.3f mm²",
@@ -152,6 +170,8 @@ def detect_tissue(
         otsu_threshold=otsu,
         roi_applied=roi_mask is not None,
         params=params,
+        slide_mask=slide_mask,
+        slide_ink=slide_ink,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,9 @@ import numpy as np
 from shest.slide.reader import Slide
 
 log = logging.getLogger(__name__)
+
+# Default longest thumbnail side: it bounds the memory of every thumbnail step.
+MAX_THUMBNAIL_SIDE = 8192
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def choose_thumbnail_downsample(
     slide_mpp: float,
     thumbnail_mpp: float = 8.0,
     min_side: int = 1024,
-    max_side: int = 8192,
+    max_side: int = MAX_THUMBNAIL_SIDE,
 ) -> float:
     """Return the downsample (level-0 pixels per thumbnail pixel) for tissue detection.
 
@@ -76,8 +80,8 @@ def choose_thumbnail_downsample(
     image), and very large slides a coarser one so that it stays within
     ``max_side``, which bounds the memory of everything computed on it.
     """
-    if thumbnail_mpp <= 0:
-        raise ValueError(f"Thumbnail resolution must be positive, found {thumbnail_mpp} µm/px")
+    if not 0 < thumbnail_mpp < math.inf:
+        raise ValueError(f"Thumbnail resolution must be a finite positive number, found {thumbnail_mpp} µm/px")
     if not 1 <= min_side <= max_side:
         raise ValueError(f"Thumbnail sides must satisfy 1 <= min_side <= max_side, found {min_side} and {max_side}")
     longest = max(slide_size)
@@ -91,7 +95,7 @@ def read_thumbnail(
     slide: Slide,
     thumbnail_mpp: float = 8.0,
     min_side: int = 1024,
-    max_side: int = 8192,
+    max_side: int = MAX_THUMBNAIL_SIDE,
 ) -> Thumbnail:
     """Read a thumbnail of the whole slide, block by block (see :meth:`Slide.thumbnail`)."""
     downsample = choose_thumbnail_downsample(slide.dimensions, slide.mpp, thumbnail_mpp, min_side, max_side)
