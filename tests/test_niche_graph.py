@@ -77,5 +77,5 @@ def test_unknown_graph_type_rejected():
 
 
 def test_negative_margin_rejected():
-    with pytest.raises(InputError, match="margin_um"):
+    with pytest.raises(InputError, match="--margin-um"):
         NicheParams(margin_um=-5.0)

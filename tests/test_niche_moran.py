@@ -108,3 +108,21 @@ def test_matches_squidpy_spatial_autocorr(island_h5ad):
     np.testing.assert_allclose(table["morans_i"].to_numpy(), expected["I"].to_numpy(), rtol=1e-6, atol=1e-9)
     # squidpy computes 1 - cdf(z), which rounds p-values below about 1e-16 to 0; the survival function does not.
     np.testing.assert_allclose(table["pval_norm"].to_numpy(), expected["pval_norm"].to_numpy(), rtol=1e-4, atol=1e-15)
+
+
+def test_expression_reader_closes_on_error(tmp_path):
+    import h5py
+
+    from shest.niche.h5ad import ExpressionReader
+
+    path = tmp_path / "broken.h5ad"
+    with h5py.File(path, "w") as f:
+        x = f.create_group("X")  # a CSR matrix whose data, indices and indptr are missing
+        x.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (3, 2)})
+    open_before = len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+    with pytest.raises(Exception) as raised:
+        ExpressionReader(path, np.arange(3))
+    # The traceback in `raised` keeps the reader alive, so only an explicit close frees the file.
+    open_after = len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+    del raised
+    assert open_after == open_before

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from shest.cli.common import add_parser, non_negative_float, positive_float, positive_int
+from shest.model.constants import UNASSIGNED_NAME
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ def register(subparsers) -> None:
     stats.add_argument(
         "--keep-unassigned",
         action="store_true",
-        help="analyse cells below the probability cutoff as the category 'Unassigned' instead of leaving them out",
+        help=f"analyse cells below the probability cutoff as the category {UNASSIGNED_NAME!r} "
+        "instead of leaving them out",
     )
     stats.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of the permutations and of k-means (default: %(default)s)"

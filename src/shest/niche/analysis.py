@@ -56,7 +56,6 @@ class NicheResult:
     moran: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MORAN_COLUMNS))
     compartments: Compartments | None = None
     infiltration: Infiltration | None = None
-    seconds: dict = field(default_factory=dict)
 
 
 def analyse_slide(slide: SlideCells, sample: str, params: NicheParams) -> NicheResult:
@@ -93,8 +92,10 @@ def analyse_slide(slide: SlideCells, sample: str, params: NicheParams) -> NicheR
     )
 
     if cells.n_cells == 0:
-        message = "The slide has no analysed cells, so no niche metric is defined."
-        if slide.n_cells:
+        if slide.n_cells == 0:
+            message = f"{slide.path.name} contains no cells, so no niche metric is defined."
+        else:
+            message = "The slide has no analysed cells, so no niche metric is defined."
             message += " Every cell is unassigned; pass --keep-unassigned to analyse them."
         for analysis in ("graph", "enrichment", "co_occurrence", "niches", "moran", "infiltration"):
             notes.add(analysis, message)
@@ -110,14 +111,15 @@ def analyse_slide(slide: SlideCells, sample: str, params: NicheParams) -> NicheR
             notes.add(analysis, message)
         return result
 
+    # The graph comes first because it may exceed its size limit, which ends the run.
+    with _timed(result, "graph"):
+        result.graph = build_graph(cells.xy_um, params, notes)
     with _timed(result, "co_occurrence"):
         result.co_occurrence, result.co_occurrence_ratios = co_occurrence(cells, params.co_occurrence_um, notes)
     with _timed(result, "niches"):
         result.niches = find_niches(
             cells, params.n_niches, params.niche_neighbors, params.niche_radius_um, params.seed, notes
         )
-    with _timed(result, "graph"):
-        result.graph = build_graph(cells.xy_um, params, notes)
     if result.graph is None:
         for analysis in ("enrichment", "moran"):
             notes.add(analysis, "Not computed because the spatial graph could not be built.")
@@ -134,6 +136,8 @@ def analyse_slide(slide: SlideCells, sample: str, params: NicheParams) -> NicheR
 
 
 class _timed:
+    """Log the duration of one analysis. Durations stay out of the output files, so reruns write identical files."""
+
     def __init__(self, result: NicheResult, name: str) -> None:
         self.result = result
         self.name = name
@@ -143,7 +147,6 @@ class _timed:
 
     def __exit__(self, *exc_info) -> None:
         elapsed = time.monotonic() - self.start
-        self.result.seconds[self.name] = round(elapsed, 3)
         log.debug(
             "%s: %s took %.1f s (peak RSS so far %.2f GiB)", self.result.sample, self.name, elapsed, _peak_rss_gib()
         )

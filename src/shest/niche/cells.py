@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from shest.errors import InputError
+from shest.model.constants import UNASSIGNED_COLOR, UNASSIGNED_NAME
 from shest.niche.h5ad import SlideCells
 from shest.niche.notes import Notes
-from shest.niche.params import UNASSIGNED_CATEGORY, NicheParams
-from shest.outputs.geojson import UNASSIGNED_COLOR
+from shest.niche.params import NicheParams
 
 
 @dataclass
@@ -60,20 +60,23 @@ def select_cells(slide: SlideCells, params: NicheParams, notes: Notes) -> Analys
     Cells without a type (missing in ``obs["cell_type"]``) are always left out.
     Categories with no analysed cell are dropped, with a note naming them.
 
+    A tumour or lymphocyte type that is not a category of ``obs["cell_type"]`` but
+    is a class of the model recorded in ``uns["shest"]["model"]["classes"]`` is
+    treated as a type without cells, with a note: subsetting an AnnData drops the
+    categories that no remaining cell has.
+
+    Without recorded classes, such a type is also treated as having no cells, and
+    the note lists the categories so that a misspelt name shows.
+
     Raises
     ------
     InputError
         ``params.tumour_type`` or ``params.lymphocyte_type`` is not a category of
-        ``obs["cell_type"]`` (a category without cells is accepted).
+        ``obs["cell_type"]`` and not one of the recorded model classes either.
     """
     cell_type = slide.obs["cell_type"]
     model_categories = [str(c) for c in cell_type.cat.categories]
-    for option, name in (("--tumour-type", params.tumour_type), ("--lymphocyte-type", params.lymphocyte_type)):
-        if name not in model_categories:
-            raise InputError(
-                f"Cell type {name!r} ({option}) is not a category of obs['cell_type'] in {slide.path}; "
-                f"its categories are {', '.join(model_categories)}. Pass the matching name with {option}."
-            )
+    _check_named_types(slide, params, model_categories, notes)
 
     unassigned = _unassigned_mask(slide.obs)
     labels = pd.Categorical(cell_type.to_numpy(), categories=model_categories)
@@ -82,8 +85,8 @@ def select_cells(slide: SlideCells, params: NicheParams, notes: Notes) -> Analys
         notes.add("cells", f"{int(missing.sum())} cells have no cell type in obs['cell_type'] and are left out.")
         unassigned = unassigned & ~missing
     if params.keep_unassigned:
-        labels = labels.add_categories([UNASSIGNED_CATEGORY])
-        labels[unassigned] = UNASSIGNED_CATEGORY
+        labels = labels.add_categories([UNASSIGNED_NAME])
+        labels[unassigned] = UNASSIGNED_NAME
         rows = np.flatnonzero(~missing)
         labels = labels[rows]
     else:
@@ -103,7 +106,7 @@ def select_cells(slide: SlideCells, params: NicheParams, notes: Notes) -> Analys
         notes.add("cells", f"No analysed cells of type {', '.join(absent)}.")
 
     colors = dict(slide.colors)
-    colors.setdefault(UNASSIGNED_CATEGORY, UNASSIGNED_COLOR)
+    colors.setdefault(UNASSIGNED_NAME, UNASSIGNED_COLOR)
     _fill_missing_colors(colors, list(present.categories))
     return AnalysisCells(
         rows=rows.astype(np.int64),
@@ -113,6 +116,31 @@ def select_cells(slide: SlideCells, params: NicheParams, notes: Notes) -> Analys
         tumour_type=params.tumour_type,
         lymphocyte_type=params.lymphocyte_type,
     )
+
+
+def _check_named_types(slide: SlideCells, params: NicheParams, categories: list[str], notes: Notes) -> None:
+    model = slide.shest.get("model")
+    recorded = model.get("classes") if isinstance(model, dict) else None
+    classes = [str(name) for name in recorded] if recorded is not None else []
+    for option, name, role in (
+        ("--tumour-type", params.tumour_type, "tumour cells"),
+        ("--lymphocyte-type", params.lymphocyte_type, "lymphocytes"),
+    ):
+        if name in categories:
+            continue
+        if classes and name not in classes:
+            raise InputError(
+                f"Cell type {name!r} ({option}) is not a class of the model recorded in {slide.path} "
+                f"(uns['shest']['model']['classes']: {', '.join(classes)}). Pass the matching name with {option}."
+            )
+        if slide.n_cells == 0:
+            continue  # the note on the empty file covers every analysis
+        found = ", ".join(categories) if categories else "none"
+        notes.add(
+            "cells",
+            f"Cell type {name!r} ({option}) has no cell in {slide.path.name} (obs['cell_type'] categories: "
+            f"{found}), so the slide is analysed as having no {role}.",
+        )
 
 
 def _unassigned_mask(obs: pd.DataFrame) -> np.ndarray:

@@ -22,13 +22,14 @@ DPI = 150
 COMPARTMENT_COLORS = {"tumour": "#e8a0a0", "margin": "#f5d28c", "stroma": "#cfe3cf"}
 
 
-def _pyplot():
-    import matplotlib
+def _new_figure(**kwargs):
+    """Return a figure drawn by Agg outside pyplot, so the caller's matplotlib backend is left as it is."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(layout="constrained", **kwargs)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def _title(result: NicheResult, text: str) -> str:
@@ -54,15 +55,14 @@ def draw_niche_map(result: NicheResult, path: Path, background: tuple[np.ndarray
     background
         ``(thumbnail RGB, µm per thumbnail pixel)``, or ``None`` for a white page.
     """
-    plt = _pyplot()
     cells = result.cells
-    fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
+    fig = _new_figure(figsize=(14, 7))
+    axes = fig.subplots(1, 2)
     fig.suptitle(_title(result, "cell types and niches"))
     if cells.n_cells == 0:
         for ax in axes:
             _note_panel(ax, result.notes.joined("niches") or "No analysed cells.")
         fig.savefig(path, dpi=DPI)
-        plt.close(fig)
         return
 
     xy_mm = cells.xy_um / 1000.0
@@ -109,13 +109,14 @@ def draw_niche_map(result: NicheResult, path: Path, background: tuple[np.ndarray
             frameon=False,
         )
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def draw_enrichment_heatmap(result: NicheResult, path: Path) -> None:
     """Draw the neighbourhood enrichment z-scores as a heatmap (undefined cells in grey)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
+    from matplotlib import colormaps
+
+    fig = _new_figure(figsize=(7, 6))
+    ax = fig.subplots()
     fig.suptitle(_title(result, "neighbourhood enrichment (z-score)"))
     if result.zscore is None:
         _note_panel(ax, "Not computed: " + (result.notes.joined("enrichment") or "see the notes table."))
@@ -123,7 +124,7 @@ def draw_enrichment_heatmap(result: NicheResult, path: Path) -> None:
         z = np.asarray(result.zscore, dtype=float)
         finite = z[np.isfinite(z)]
         limit = float(np.abs(finite).max()) if finite.size else 1.0
-        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#bdbdbd")
+        cmap = colormaps["RdBu_r"].with_extremes(bad="#bdbdbd")
         image = ax.imshow(np.ma.masked_invalid(z), cmap=cmap, vmin=-max(limit, 1e-9), vmax=max(limit, 1e-9))
         names = result.cells.categories
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -136,20 +137,17 @@ def draw_enrichment_heatmap(result: NicheResult, path: Path) -> None:
                     ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.colorbar(image, ax=ax, label="z-score")
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def draw_co_occurrence(result: NicheResult, path: Path) -> None:
     """Draw co-occurrence ratio against distance, one panel per conditioning cell type."""
-    plt = _pyplot()
     names = result.cells.categories
     ratios = result.co_occurrence_ratios
     n_panels = max(1, len(names)) if ratios is not None else 1
     n_cols = min(3, n_panels)
     n_rows = int(np.ceil(n_panels / n_cols))
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(4.2 * n_cols, 3.4 * n_rows), squeeze=False, constrained_layout=True
-    )
+    fig = _new_figure(figsize=(4.2 * n_cols, 3.4 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     fig.suptitle(_title(result, "co-occurrence ratio within distance"))
     if ratios is None:
         _note_panel(axes[0, 0], "Not computed: " + (result.notes.joined("co_occurrence") or "see the notes table."))
@@ -174,13 +172,12 @@ def draw_co_occurrence(result: NicheResult, path: Path) -> None:
     for k in range(n_panels, n_rows * n_cols):
         axes[k // n_cols, k % n_cols].set_axis_off()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def draw_infiltration(result: NicheResult, path: Path) -> None:
     """Draw the compartments with lymphocytes, densities per compartment and the distance histogram."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True)
+    fig = _new_figure(figsize=(16, 5.2))
+    axes = fig.subplots(1, 3)
     fig.suptitle(_title(result, "immune infiltration"))
     infiltration = result.infiltration
     compartments = result.compartments
@@ -188,13 +185,13 @@ def draw_infiltration(result: NicheResult, path: Path) -> None:
         for ax in axes:
             _note_panel(ax, "Not computed: " + (result.notes.joined("infiltration") or "see the notes table."))
         fig.savefig(path, dpi=DPI)
-        plt.close(fig)
         return
 
     ax = axes[0]
-    rgb = np.ones(compartments.tissue.shape + (3,))
+    # uint8 keeps a raster of up to MAX_RASTER_PIXELS at 3 bytes per pixel.
+    rgb = np.full(compartments.tissue.shape + (3,), 255, dtype=np.uint8)
     for name in COMPARTMENTS:
-        rgb[getattr(compartments, name)] = _hex_to_rgb(COMPARTMENT_COLORS[name])
+        rgb[getattr(compartments, name)] = np.round(np.multiply(_hex_to_rgb(COMPARTMENT_COLORS[name]), 255))
     rows, cols = compartments.tissue.shape
     x0, y0 = compartments.origin_um
     grid = compartments.grid_um
@@ -235,7 +232,6 @@ def draw_infiltration(result: NicheResult, path: Path) -> None:
             + (result.notes.joined("infiltration") or "needs tumour cells and lymphocytes."),
         )
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def _draw_tumour_outline(ax, result: NicheResult) -> None:

@@ -16,10 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from shest.errors import InputError
 from shest.niche.notes import Notes
 from shest.niche.params import NicheParams
 
 log = logging.getLogger(__name__)
+
+# Most stored neighbour pairs in a radius or kNN graph. squidpy 1.8 peaks at about
+# 100 bytes per pair while it builds a radius graph (measured on 50,000 cells), so
+# this bounds the build to about 5 GB. A Delaunay graph holds about 6 pairs per cell.
+MAX_GRAPH_PAIRS = 50_000_000
 
 
 @dataclass
@@ -89,6 +95,11 @@ def build_graph(xy_um: np.ndarray, params: NicheParams, notes: Notes) -> Spatial
 
     Returns ``None``, with a note, when the graph cannot be built (fewer than 3
     cells, or all cells on one line for the Delaunay triangulation).
+
+    Raises
+    ------
+    InputError
+        A radius or kNN graph would hold more than :data:`MAX_GRAPH_PAIRS` pairs.
     """
     import anndata as ad
     from scipy.spatial import QhullError
@@ -117,6 +128,7 @@ def build_graph(xy_um: np.ndarray, params: NicheParams, notes: Notes) -> Spatial
                 return None
         elif params.graph == "radius":
             graph_params["radius_um"] = params.radius_um
+            _check_radius_pairs(xy_um, params.radius_um)
             _radius(sq, adata, params.radius_um)
         else:
             if n_cells < 2:
@@ -127,6 +139,12 @@ def build_graph(xy_um: np.ndarray, params: NicheParams, notes: Notes) -> Spatial
                 k = n_cells - 1
                 notes.add("graph", f"Only {n_cells} cells: the kNN graph uses k = {k} instead of {params.n_neighbors}.")
             graph_params["n_neighbors"] = k
+            if n_cells * k > MAX_GRAPH_PAIRS:
+                raise InputError(
+                    f"The kNN graph would hold {n_cells * k:,} neighbour pairs ({n_cells:,} cells x --n-neighbors "
+                    f"{k}), above the limit of {MAX_GRAPH_PAIRS:,}. Give a smaller --n-neighbors or use "
+                    "--graph delaunay."
+                )
             _knn(sq, adata, k)
 
     connectivities = sparse.csr_matrix(adata.obsp["spatial_connectivities"], dtype=np.float32)
@@ -145,6 +163,23 @@ def build_graph(xy_um: np.ndarray, params: NicheParams, notes: Notes) -> Spatial
     if summary["n_edges"] == 0:
         notes.add("graph", "The spatial graph has no edges; lengthen --max-edge-um or --radius-um.")
     return graph
+
+
+def _check_radius_pairs(xy_um: np.ndarray, radius_um: float) -> None:
+    """Raise InputError when a radius graph would hold more than :data:`MAX_GRAPH_PAIRS` pairs.
+
+    The pairs are counted with a dual-tree k-d tree query, which needs no memory per pair.
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(xy_um)
+    n_pairs = int(tree.count_neighbors(tree, radius_um)) - xy_um.shape[0]  # minus each cell paired with itself
+    if n_pairs > MAX_GRAPH_PAIRS:
+        raise InputError(
+            f"The radius graph would hold {n_pairs:,} neighbour pairs at --radius-um {radius_um:g} "
+            f"(a mean of {n_pairs / xy_um.shape[0]:,.0f} neighbours per cell), above the limit of "
+            f"{MAX_GRAPH_PAIRS:,}. Give a smaller --radius-um or use --graph delaunay."
+        )
 
 
 def _delaunay(sq, adata, max_edge_um: float) -> None:

@@ -121,11 +121,20 @@ class ExpressionReader:
     def __init__(self, path: str | Path, rows: np.ndarray) -> None:
         import h5py
 
-        self._file = h5py.File(path, "r")
         self._rows = np.asarray(rows)
         self._dense = False
         self._sparse = None
         self.n_genes = 0
+        self._file = h5py.File(path, "r")
+        try:
+            self._open_x()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open_x(self) -> None:
+        import h5py
+
         if "X" not in self._file:  # AnnData allows X to be absent
             return
         node = self._file["X"]

@@ -94,7 +94,7 @@ def morans_i(
         scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
 
         starts = range(0, reader.n_genes, block)
-        for start in progress(starts, desc="Moran's I", unit="gene blocks", logger=log):
+        for start in progress(starts, desc="Moran's I", unit="gene block", logger=log):
             stop = min(start + block, reader.n_genes)
             values = reader.block(start, stop)
             values *= scale[:, None]

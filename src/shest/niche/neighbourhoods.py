@@ -27,6 +27,9 @@ _DISTINCT_SAMPLE = 200_000
 # windows and every cell is then assigned to the nearest centre. Compositions have
 # one dimension per cell type, so the sample pins the centres down closely.
 FIT_SAMPLE = 200_000
+# Neighbour pairs per block of the kNN window query: about 500 MB of index, distance
+# and code arrays.
+_QUERY_PAIRS = 20_000_000
 
 
 @dataclass
@@ -59,10 +62,16 @@ def window_compositions(cells: AnalysisCells, n_neighbors: int, radius_um: float
         window = f"cells within {radius_um:g} µm"
     else:
         k = min(n_neighbors, cells.n_cells)
-        _, neighbours = cKDTree(cells.xy_um).query(cells.xy_um, k=k, workers=-1)
-        neighbours = np.asarray(neighbours).reshape(cells.n_cells, k)
-        flat = np.arange(cells.n_cells).repeat(k) * n_types + codes[neighbours.ravel()]
-        counts = np.bincount(flat, minlength=cells.n_cells * n_types).reshape(cells.n_cells, n_types).astype(np.float64)
+        tree = cKDTree(cells.xy_um)
+        counts = np.zeros((cells.n_cells, n_types), dtype=np.float64)
+        # Cells are queried in blocks so that the (cells, k) neighbour arrays stay small.
+        block = max(1, _QUERY_PAIRS // k)
+        for start in range(0, cells.n_cells, block):
+            stop = min(cells.n_cells, start + block)
+            _, neighbours = tree.query(cells.xy_um[start:stop], k=k, workers=-1)
+            neighbours = np.asarray(neighbours).reshape(stop - start, k)
+            flat = np.arange(stop - start).repeat(k) * n_types + codes[neighbours.ravel()]
+            counts[start:stop] = np.bincount(flat, minlength=(stop - start) * n_types).reshape(stop - start, n_types)
         window = f"{k} nearest cells"
     return counts / counts.sum(axis=1, keepdims=True), window
 

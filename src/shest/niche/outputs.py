@@ -137,7 +137,6 @@ def _anndata_additions(
         "version": __version__,
         "params": result.params.to_dict(),
         "label_key": LABEL_KEY,
-        "seconds": result.seconds,
     }
     for name in ("summary", "celltypes", "compositions", "infiltration", "distances", "notes"):
         summary[name] = tables[name]

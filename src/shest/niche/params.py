@@ -5,10 +5,34 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from shest.errors import InputError
 
 GRAPH_TYPES = ("delaunay", "radius", "knn")
-UNASSIGNED_CATEGORY = "Unassigned"
+SEED_MAX = 2**32 - 1  # the range that numpy's RandomState and scikit-learn accept
+MIN_GRID_UM = 1.0
+# Upper limits of the options: (maximum, unit). Each bounds the work of one analysis
+# (the pairs visited within a radius, the padding and disc kernels of the region
+# raster, the permutations, the k-means clusters). A window or rule radius of a few
+# mm no longer describes a cell's surroundings, and every cell is then "near" every
+# other one.
+LIMITS: dict[str, tuple[float, str]] = {
+    "max_edge_um": (5000.0, "µm"),
+    "radius_um": (2000.0, "µm"),
+    "co_occurrence_um": (5000.0, "µm"),
+    "niche_radius_um": (2000.0, "µm"),
+    "margin_um": (5000.0, "µm"),
+    "contact_um": (5000.0, "µm"),
+    "tumour_radius_um": (2000.0, "µm"),
+    "tissue_radius_um": (2000.0, "µm"),
+    "grid_um": (100.0, "µm"),
+    "min_region_um2": (1e8, "µm²"),
+    "n_neighbors": (100, "neighbours"),
+    "niche_neighbors": (500, "cells"),
+    "n_perms": (100_000, "permutations"),
+    "n_niches": (50, "niches"),
+}
 # Below this many analysed cells the graph statistics (enrichment, co-occurrence,
 # niches, Moran's I) are not computed: permutation z-scores and k-means on a handful
 # of cells describe noise. Counts and infiltration areas are still reported.
@@ -55,7 +79,13 @@ class NicheParams:
         Analyse cells below the probability cutoff as their own category
         (``Unassigned``) instead of leaving them out.
     seed
-        Seed of the permutations and of k-means.
+        Seed of the permutations and of k-means, from 0 to :data:`SEED_MAX`.
+
+    Raises
+    ------
+    InputError
+        A value outside its range: the upper limits are in :data:`LIMITS`, and the
+        message names the ``shest niche`` option that sets the field.
     """
 
     graph: str = "delaunay"
@@ -97,20 +127,38 @@ class NicheParams:
             positive["niche_radius_um"] = self.niche_radius_um
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
-                raise InputError(f"{name} must be a positive number of µm, found {value}.")
+                raise InputError(f"{option_name(name)} must be a positive number of µm, found {value}.")
         for name in ("n_neighbors", "n_perms", "n_niches", "niche_neighbors", "moran_top", "tumour_min_cells"):
             if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, found {getattr(self, name)}.")
+                raise InputError(f"{option_name(name)} must be at least 1, found {getattr(self, name)}.")
         if not 0.0 < self.tumour_min_fraction <= 1.0:
-            raise InputError(f"tumour_min_fraction must be in (0, 1], found {self.tumour_min_fraction}.")
-        if self.min_region_um2 < 0:
-            raise InputError(f"min_region_um2 must be 0 or more, found {self.min_region_um2}.")
+            raise InputError(f"--tumour-min-fraction must be in (0, 1], found {self.tumour_min_fraction}.")
+        if not (math.isfinite(self.min_region_um2) and self.min_region_um2 >= 0):
+            raise InputError(f"--min-region-um2 must be 0 or more, found {self.min_region_um2}.")
         if not self.co_occurrence_um or any(not (math.isfinite(d) and d > 0) for d in self.co_occurrence_um):
             raise InputError(
-                f"co_occurrence_um must list positive distances in µm, found {list(self.co_occurrence_um)}."
+                f"--co-occurrence-um must list positive distances in µm, found {list(self.co_occurrence_um)}."
             )
+        if self.grid_um < MIN_GRID_UM:
+            raise InputError(
+                f"--grid-um {self.grid_um:g} is below the minimum of {MIN_GRID_UM:g} µm; "
+                "pixels finer than that add memory but no detail to the regions."
+            )
+        for name, (maximum, unit) in LIMITS.items():
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,)
+            for item in values:
+                if item is not None and item > maximum:
+                    raise InputError(
+                        f"{option_name(name)} {item:g} is above the limit of {maximum:g} {unit}; "
+                        f"give a value of at most {maximum:g}."
+                    )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or not 0 <= self.seed <= SEED_MAX:
+            raise InputError(f"--seed {self.seed} is invalid; give an integer from 0 to {SEED_MAX}.")
         if self.tumour_type == self.lymphocyte_type:
-            raise InputError(f"tumour_type and lymphocyte_type are both {self.tumour_type!r}; name two categories.")
+            raise InputError(
+                f"--tumour-type and --lymphocyte-type are both {self.tumour_type!r}; name two categories."
+            )
 
     def to_dict(self) -> dict:
         """Return the parameters as plain values (lists for tuples, no ``None``) for ``uns``."""
@@ -118,3 +166,8 @@ class NicheParams:
         values["co_occurrence_um"] = [float(d) for d in self.co_occurrence_um]
         values["niche_radius_um"] = float(self.niche_radius_um) if self.niche_radius_um is not None else 0.0
         return values
+
+
+def option_name(field: str) -> str:
+    """Return the ``shest niche`` option that sets a :class:`NicheParams` field (``grid_um`` -> ``--grid-um``)."""
+    return "--" + field.replace("_", "-")

@@ -27,14 +27,18 @@ import numpy as np
 import pandas as pd
 
 from shest.niche.cells import AnalysisCells
+from shest.errors import InputError
 from shest.niche.notes import Notes
-from shest.niche.params import NicheParams
+from shest.niche.params import LIMITS, NicheParams
 
 log = logging.getLogger(__name__)
 
 COMPARTMENTS = ("tumour", "margin", "stroma")
-# Raster size above which the grid is coarsened (about 1.3 GB per float64 array).
-MAX_PIXELS = 160_000_000
+# Largest region raster, for example 5000 x 5000 px: a whole 25 x 75 mm glass slide
+# at the default 10 µm grid fits. Measured on 2-core x86_64 at this size, the region
+# steps peaked at 2.2 GB resident with the default radii and 2.9 GB with a 2 mm
+# tumour radius on a 2 µm grid (FFT buffers of a large disc).
+MAX_RASTER_PIXELS = 25_000_000
 
 
 @dataclass
@@ -61,24 +65,19 @@ class Compartments:
 
 
 def find_compartments(cells: AnalysisCells, params: NicheParams, notes: Notes) -> Compartments:
-    """Apply the tumour-region rule and return the compartments and each cell's compartment."""
+    """Apply the tumour-region rule and return the compartments and each cell's compartment.
+
+    Raises
+    ------
+    InputError
+        The raster would exceed :data:`MAX_RASTER_PIXELS` (see :func:`raster_shape`).
+    """
     from scipy import ndimage
 
     grid = params.grid_um
-    pad = max(params.tissue_radius_um, params.tumour_radius_um, params.margin_um) + 2 * grid
+    pad = raster_padding_um(params)
     low = cells.xy_um.min(axis=0) - pad
-    high = cells.xy_um.max(axis=0) + pad
-    shape_xy = np.ceil((high - low) / grid).astype(int) + 1
-    if shape_xy[0] * shape_xy[1] > MAX_PIXELS:
-        coarser = grid * float(np.sqrt(shape_xy[0] * shape_xy[1] / MAX_PIXELS)) * 1.01
-        notes.add(
-            "regions",
-            f"The cells span {(high - low)[0] / 1000:.1f} x {(high - low)[1] / 1000:.1f} mm; the region grid "
-            f"was coarsened from {grid:g} to {coarser:.1f} µm to bound memory.",
-        )
-        grid = coarser
-        shape_xy = np.ceil((high - low) / grid).astype(int) + 1
-    n_cols, n_rows = int(shape_xy[0]), int(shape_xy[1])
+    n_cols, n_rows = raster_shape(cells.xy_um, params)
     pixel_col = np.floor((cells.xy_um[:, 0] - low[0]) / grid).astype(np.int64)
     pixel_row = np.floor((cells.xy_um[:, 1] - low[1]) / grid).astype(np.int64)
     flat = pixel_row * n_cols + pixel_col
@@ -129,6 +128,52 @@ def find_compartments(cells: AnalysisCells, params: NicheParams, notes: Notes) -
         grid,
     )
     return result
+
+
+def raster_padding_um(params: NicheParams) -> float:
+    """Return the margin (µm) added around the cells so that every disc and the margin band fit on the raster."""
+    return max(params.tissue_radius_um, params.tumour_radius_um, params.margin_um) + 2 * params.grid_um
+
+
+def raster_shape(xy_um: np.ndarray, params: NicheParams) -> tuple[int, int]:
+    """Return the (columns, rows) of the region raster for cells at ``xy_um``.
+
+    Raises
+    ------
+    InputError
+        The raster would exceed :data:`MAX_RASTER_PIXELS`. The message gives the
+        cells' own extent and the ``--grid-um`` that would fit.
+    """
+    grid = params.grid_um
+    pad = raster_padding_um(params)
+    extent = np.ptp(xy_um, axis=0) if len(xy_um) else np.zeros(2)
+    padded = extent + 2 * pad
+    n_cols, n_rows = _raster_sides(padded, grid)
+    if n_cols * n_rows <= MAX_RASTER_PIXELS:
+        return n_cols, n_rows
+
+    message = (
+        f"The tumour-region raster would be {n_cols:,} x {n_rows:,} px at --grid-um {grid:g}, above the limit of "
+        f"{MAX_RASTER_PIXELS:,} px. The analysed cells span {extent[0] / 1000:.1f} x {extent[1] / 1000:.1f} mm, "
+        f"and the raster adds {pad:g} µm on each side for the largest of --tissue-radius-um, "
+        "--tumour-radius-um and --margin-um."
+    )
+    needed = float(np.ceil(np.sqrt(padded[0] * padded[1] / MAX_RASTER_PIXELS) * 1.01))
+    while np.prod(_raster_sides(padded, needed)) > MAX_RASTER_PIXELS:
+        needed += 1.0
+    if needed <= LIMITS["grid_um"][0]:
+        message += f" Pass --grid-um {needed:.0f} or more."
+    else:
+        message += (
+            " No allowed --grid-um fits, so obsm['spatial_um'] probably holds cells far from the rest or "
+            "coordinates in the wrong unit; check the input."
+        )
+    raise InputError(message)
+
+
+def _raster_sides(padded_um: np.ndarray, grid_um: float) -> tuple[int, int]:
+    n_cols, n_rows = np.ceil(padded_um / grid_um).astype(np.int64) + 1
+    return int(n_cols), int(n_rows)
 
 
 def disc_kernel(radius_px: float) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from shest.cli.common import sample_name
 from shest.errors import InputError
+from shest.io.naming import sample_name
 from shest.niche.analysis import NicheResult, analyse_slide
 from shest.niche.h5ad import read_slide_cells
 from shest.niche.outputs import output_paths, write_outputs

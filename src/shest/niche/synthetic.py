@@ -14,15 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-LUNG_CLASSES = (
-    "Alveolar_cell",
-    "Tumor_cell_LUAD",
-    "Macrophage",
-    "Endothelial_cell",
-    "Fibroblast",
-    "Lymphocyte",
-)
-LUNG_COLORS = ("#ffc0cb", "#ff0000", "#ffa500", "#ffff00", "#008000", "#0000ff")
+from shest.model.constants import LUNG_CLASSES, default_class_colors
 
 # Cell-type mixtures (in LUNG_CLASSES order) inside and outside tumour islands.
 ISLAND_MIXTURE = (0.0, 0.85, 0.04, 0.02, 0.04, 0.05)
@@ -96,7 +88,7 @@ def build_anndata(
     adata.obsm["spatial_um"] = xy_um.copy()
     if embedding_dim:
         adata.obsm["X_embedding"] = _embedding(n_cells, embedding_dim, rng)
-    palette = list(colors) if colors is not None else _default_colors(class_names)
+    palette = list(colors) if colors is not None else default_class_colors(class_names)
     adata.uns["cell_type_colors"] = np.array(palette, dtype=object)
     adata.uns["shest"] = {
         "sample": sample,
@@ -201,9 +193,3 @@ def _embedding(n_cells: int, dim: int, rng: np.random.Generator) -> np.ndarray:
         stop = min(n_cells, start + step)
         out[start:stop] = rng.standard_normal((stop - start, dim), dtype=np.float32)
     return out
-
-
-def _default_colors(class_names: Sequence[str]) -> list[str]:
-    known = dict(zip(LUNG_CLASSES, LUNG_COLORS, strict=True))
-    spare = iter(("#8c564b", "#7f7f7f", "#17becf", "#bcbd22", "#9467bd", "#e377c2"))
-    return [known.get(name) or next(spare, "#000000") for name in class_names]
