@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
+import math
 from pathlib import Path
 
-from shest.errors import InputError
-
-SAMPLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif")
-# Hub id of the backbone the released SHEST heads were trained on (shest.model.backbone
-# defines the same; the CLI modules must not import that module, which imports torch).
-HOPTIMUS0_ID = "hf-hub:bioptimus/H-optimus-0"
+# Imported here for the subcommands, which name the default backbone and check --sample.
+from shest.io.naming import SAMPLE_PATTERN, sample_name
+from shest.model.constants import HOPTIMUS0_ID
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -58,44 +54,48 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def sample_name(sample: str | None, slide: Path) -> str:
-    """Return a validated sample name, derived from the slide file name when not given."""
-    if sample is None:
-        name = slide.name
-        for suffix in SLIDE_SUFFIXES:
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        else:
-            name = slide.stem
-        sample = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "sample"
-    if not SAMPLE_PATTERN.match(sample):
-        raise InputError(
-            f"Invalid sample name {sample!r}: use letters, digits, '.', '_' and '-' only, "
-            "starting with a letter or digit (no spaces or slashes)."
-        )
-    return sample
-
-
-def positive_float(text: str) -> float:
-    """argparse type for a strictly positive float."""
+def _finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, found {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type for a strictly positive, finite float."""
+    value = _finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, found {text}")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    """argparse type for a float of at least 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    """argparse type for a finite float of at least 0."""
+    value = _finite_float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of at least 0, found {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type for a probability: a finite float from 0 to 1."""
+    value = _finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, found {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 0, found {value}")
     return value
 
 

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_os_error(exc: OSError) -> str:
     """Return a one-line message for a filesystem error, naming the path and a way out."""
+    if exc.filename is None and exc.strerror is None:
+        # Errors raised by shest itself (for example an output group that could not be
+        # renamed into place) already name their files.
+        return str(exc)
     path = exc.filename or "a file"
     reason = exc.strerror or str(exc)
     hints = {

@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from shest.errors import CheckpointError
+from shest.model.constants import HOPTIMUS0_ID
 
 log = logging.getLogger(__name__)
 
-HOPTIMUS0_ID = "hf-hub:bioptimus/H-optimus-0"
 HOPTIMUS0_ARCHITECTURE = "vit_giant_patch14_reg4_dinov2"
 # timm arguments for a bare weights file: with the architecture's defaults they rebuild
 # H-optimus-0, whose Hub config sets nothing else.

@@ -33,7 +33,8 @@ import torch
 from shest import __version__
 from shest.celltiles.geometry import HOPTIMUS_MEAN, HOPTIMUS_STD, MAX_NUCLEUS_UM, MIN_NUCLEUS_UM, PANE_PX, WINDOW_UM
 from shest.errors import CheckpointError, InputError
-from shest.model.backbone import HOPTIMUS0_ID
+# LUNG_COLORS is imported so that it stays importable from this module too.
+from shest.model.constants import HOPTIMUS0_ID, LUNG_CLASSES, LUNG_COLORS, default_class_colors
 from shest.model.heads import check_head_shapes, head_sizes
 
 log = logging.getLogger(__name__)
@@ -41,24 +42,8 @@ log = logging.getLogger(__name__)
 FORMAT = "shest-checkpoint/1"
 METADATA_KEY = "shest"
 
-# Class order and display colours of the released lung adenocarcinoma model.
-LUNG_CLASSES = ("Alveolar_cell", "Tumor_cell_LUAD", "Macrophage", "Endothelial_cell", "Fibroblast", "Lymphocyte")
-LUNG_COLORS = ("#ffc0cb", "#ff0000", "#ffa500", "#ffff00", "#008000", "#0000ff")
 # Gene-name columns of 10x Genomics panel CSVs: Xenium Prime 5K, multi-tissue v1.
 PANEL_COLUMNS = ("gene_name", "Gene")
-# Colours for classes beyond the lung model's, taken in order (matplotlib tab10).
-EXTRA_COLORS = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
 
 
 def default_tile_parameters() -> dict[str, float]:
@@ -126,9 +111,7 @@ def class_colors(classes: list[str], colors: list[str] | None = None) -> list[st
         if len(colors) != len(classes):
             raise InputError(f"Got {len(colors)} colours for {len(classes)} classes; give one colour per class.")
         return [_check_hex(color) for color in colors]
-    lung = dict(zip(LUNG_CLASSES, LUNG_COLORS))
-    extra = iter(EXTRA_COLORS * (len(classes) // len(EXTRA_COLORS) + 1))
-    return [lung[name] if name in lung else next(extra) for name in classes]
+    return default_class_colors(classes)
 
 
 def read_panel(path: str | os.PathLike, column: str | None = None) -> list[str]:

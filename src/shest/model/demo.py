@@ -13,7 +13,8 @@ import logging
 
 import torch
 
-from shest.model.checkpoint import LUNG_CLASSES, LUNG_COLORS, default_normalization, default_tile_parameters
+from shest.model.checkpoint import default_normalization, default_tile_parameters
+from shest.model.constants import LUNG_CLASSES, LUNG_COLORS
 from shest.model.heads import Classifier, Reconstructor
 from shest.model.network import ShestModel, ShestNetwork
 

@@ -1,6 +1,8 @@
 """Run a SHEST model over batches of quadruple tiles and collect per-cell results.
 
-Tiles are built in a background thread while the model runs on the previous batch.
+A background thread takes the next batch of tile panes from its source (worker
+processes, or tile building in that thread) while the model runs on the previous
+batch. Each batch is assembled into tiles on the model's device.
 Class, probability and embedding go straight into arrays preallocated for all cells and
 expression is kept as sparse rows, so memory contains the outputs plus a few batches,
 whatever the cell count.
@@ -21,6 +23,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from shest.celltiles.quadruple import PaneBatch
+from shest.device import resolve_device
 from shest.errors import InputError
 from shest.logs import progress
 from shest.model.heads import expected_counts
@@ -29,7 +33,6 @@ from shest.model.network import ShestModel
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
 
 
@@ -75,24 +78,24 @@ def fix_mmap_threshold() -> bool:
 
 
 def choose_device(request: str = "auto") -> torch.device:
-    """Return the inference device: CUDA when available (``auto``), else the CPU; the choice is logged."""
-    if request not in DEVICE_CHOICES:
-        raise InputError(f"Unknown device {request!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
-    available = torch.cuda.is_available()
-    if request == "cuda" and not available:
-        raise InputError(
-            "--device cuda was requested but PyTorch sees no CUDA GPU (check the driver, CUDA_VISIBLE_DEVICES "
-            "and that the installed torch build has CUDA support), or use --device cpu."
-        )
-    if request == "cpu" or not available:
-        if request == "auto":
-            log.info("No CUDA GPU found: running inference on the CPU (slow for H-optimus-0).")
-        device = torch.device("cpu")
-        log.info("Inference device: CPU, %d threads", torch.get_num_threads())
-        return device
-    device = torch.device("cuda")
-    log.info("Inference device: CUDA %s", torch.cuda.get_device_name(device))
-    return device
+    """Return the inference device: CUDA when available (``auto``), else the CPU; the choice is logged.
+
+    See :func:`shest.device.resolve_device`, which also raises the errors.
+    """
+    return resolve_device(request, purpose="Inference")
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` PyTorch intra-op threads (unchanged when None), then restore the setting."""
+    previous = torch.get_num_threads()
+    if count is not None and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def autocast_context(device: torch.device, precision: str = "auto"):
@@ -152,20 +155,23 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 
 def predict_cells(
     model: ShestModel,
-    batches: Iterable[tuple[np.ndarray, torch.Tensor]],
+    batches: Iterable[PaneBatch],
     n_cells: int,
     device: torch.device,
     precision: str = "auto",
     batch_size: int | None = None,
 ) -> Predictions:
-    """Run the model on ``(positions, tiles)`` batches and return the outputs of all ``n_cells`` cells.
+    """Run the model on batches of tile panes and return the outputs of all ``n_cells`` cells.
+
+    Each batch is copied to ``device`` as panes and assembled into normalised tiles
+    there, with the model's input statistics.
 
     Parameters
     ----------
     model
         The network and the labels of its outputs.
     batches
-        Pairs of row positions (0 .. n_cells - 1) and normalised tiles.
+        Panes of the cells, each batch with its row positions (0 .. n_cells - 1).
     n_cells
         Number of cells; every position must occur once.
     device
@@ -173,29 +179,39 @@ def predict_cells(
     precision
         ``auto`` (bfloat16 autocast on CUDA, float32 on the CPU), ``bf16`` or ``fp32``.
     batch_size
-        Cells per batch, used only for progress reporting.
+        Cells per batch, used for progress reporting and, on the CPU, to reuse one tile buffer.
     """
     from scipy import sparse
 
     fix_mmap_threshold()
     network = model.network.to(device).eval()
+    mean, std = model.normalization["mean"], model.normalization["std"]
     class_index = np.full(n_cells, -1, dtype=np.int16)
     probability = np.zeros(n_cells, dtype=np.float32)
     embedding = np.zeros((n_cells, model.embedding_dim), dtype=np.float16)
     count_rows: list[sparse.csr_matrix] = []
     count_positions: list[np.ndarray] = []
     total = math.ceil(n_cells / batch_size) if batch_size else None
+    # On the CPU one buffer serves every batch: a fresh 38 MB tensor per batch of 64
+    # would be page-faulted in anew each time, because large blocks are returned to the
+    # system when freed (see fix_mmap_threshold).
+    buffer: torch.Tensor | None = None
 
     start = time.monotonic()
     with torch.inference_mode(), autocast_context(device, precision):
-        for positions, tiles in progress(prefetch(batches), total=total, desc="inference", unit="batch", logger=log):
-            tiles = tiles.to(device, non_blocking=True)
-            emb, log_probability, mean, _, zero_probability = network(tiles)
+        for batch in progress(prefetch(batches), total=total, desc="inference", unit="batch", logger=log):
+            out = None
+            if device.type == "cpu":
+                buffer = _tile_buffer(buffer, batch, batch_size)
+                out = buffer[: len(batch)]
+            tiles = batch.to_tiles(device, mean=mean, std=std, out=out)
+            emb, log_probability, mean_counts, _, zero_probability = network(tiles)
+            positions = batch.positions
             best, index = log_probability.float().max(dim=1)
             class_index[positions] = index.cpu().numpy().astype(np.int16)
             probability[positions] = best.exp().cpu().numpy()
             embedding[positions] = emb.float().cpu().numpy().astype(np.float16)
-            counts = expected_counts(mean, zero_probability).cpu().numpy()
+            counts = expected_counts(mean_counts, zero_probability).cpu().numpy()
             count_rows.append(sparse.csr_matrix(counts))
             count_positions.append(np.asarray(positions))
     seconds = time.monotonic() - start
@@ -213,3 +229,11 @@ def predict_cells(
         "Inference: %d cells in %.1f s (%.1f cells/s) on %s", n_cells, seconds, n_cells / max(seconds, 1e-9), device
     )
     return Predictions(class_index, probability, counts_matrix, embedding, seconds)
+
+
+def _tile_buffer(buffer: torch.Tensor | None, batch: PaneBatch, batch_size: int | None) -> torch.Tensor:
+    """Return a CPU float32 buffer with room for ``batch``'s tiles, reusing ``buffer`` when it is large enough."""
+    n, channels, pane, _ = batch.rgb.shape
+    if buffer is not None and buffer.shape[0] >= n and tuple(buffer.shape[1:]) == (channels, 2 * pane, 2 * pane):
+        return buffer
+    return torch.empty((max(n, batch_size or 0), channels, 2 * pane, 2 * pane), dtype=torch.float32)
