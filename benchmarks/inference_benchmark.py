@@ -4,18 +4,21 @@ Measures, on this machine's CPU:
 
 1. quadruple-tile construction in cells/s, from windows already in memory and with the
    windows read from a slide (the real CMU slide when the shared test data is present,
-   else a synthetic one);
+   else a synthetic one), in the calling thread and in worker processes;
 2. model throughput in cells/s for the demo model and for timm's
    ``vit_small_patch14_reg4_dinov2`` (random weights, nothing downloaded);
 3. peak resident memory of ``shest infer --model demo`` on a small and a large synthetic
    slide, each run in its own process, beside the size of that run's output arrays.
    Both default slides are larger than the 2048 px overlay thumbnail and have over 100
    batches of cells, so the fixed costs (libraries, model, thumbnail, prefetched
-   batches, allocator pools) are the same in both runs.
+   batches, allocator pools) are the same in both runs;
+4. with ``--end-to-end SLIDE CELLS``, the cells/s of ``shest infer --model demo`` on
+   that slide for each ``--workers`` value given, each run in a fresh process.
 
 Prints the results as markdown tables. Run from the repository root::
 
     python benchmarks/inference_benchmark.py [--cells 1024] [--small-side 4096] [--large-side 8192]
+    python benchmarks/inference_benchmark.py --end-to-end SLIDE CELLS [--workers 0 1 2] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -108,11 +112,17 @@ def write_pyramid(path: Path, image: np.ndarray) -> None:
             resolution /= 2
 
 
-def bench_tiles(n_cells: int, batch_size: int = 64) -> list[tuple[str, float]]:
-    """Return cells/s of tile construction (windows in memory) and of reading plus construction."""
+def bench_tiles(n_cells: int, worker_counts: list[int], batch_size: int = 64) -> list[tuple[str, float]]:
+    """Return cells/s of tile construction (windows in memory) and of reading plus construction.
+
+    Reading plus construction is measured in the calling thread, then in each number
+    of worker processes, where only the panes are built (tiles are assembled on the
+    model's device) and the start of the processes is timed too.
+    """
     import shapely
 
     from shest.celltiles import TileGeometry, build_quadruple_tiles, outline_to_pane, tile_batches
+    from shest.celltiles.workers import iter_pane_batches
     from shest.slide import open_slide
 
     rows = []
@@ -144,6 +154,14 @@ def bench_tiles(n_cells: int, batch_size: int = 64) -> list[tuple[str, float]]:
             start = time.perf_counter()
             count = sum(len(positions) for positions, _ in tile_batches(slide, cx, cy, polygons, geometry, batch_size))
             rows.append((f"read windows + tile construction ({label})", count / (time.perf_counter() - start)))
+            for workers in worker_counts:
+                start = time.perf_counter()
+                panes = iter_pane_batches(slide, cx, cy, polygons, geometry, batch_size, workers=workers)
+                count = sum(len(batch) for batch in panes)
+                rows.append(
+                    (f"read windows + panes, {workers} worker processes, start included ({label})",
+                     count / (time.perf_counter() - start))
+                )  # fmt: skip
     return rows
 
 
@@ -180,7 +198,7 @@ from shest.logs import setup_logging
 from shest.outputs import infer_slide
 setup_logging(0)
 start = time.perf_counter()
-result = infer_slide(sys.argv[1], sys.argv[2], sys.argv[3], "bench", demo=True, mpp=0.5, batch_size=64)
+result = infer_slide(sys.argv[1], sys.argv[2], sys.argv[3], "bench", demo=True, mpp=0.5, batch_size=64, workers=0)
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("RssAnon", "RssFile")))
 print(json.dumps({"seconds": time.perf_counter() - start, "cells": result.n_cells,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -190,7 +208,11 @@ print(json.dumps({"seconds": time.perf_counter() - start, "cells": result.n_cell
 
 
 def bench_memory(sides: list[int]) -> list[dict]:
-    """Run demo inference on synthetic slides in fresh processes and return their peak RSS."""
+    """Run demo inference on synthetic slides in fresh processes and return their peak RSS.
+
+    Tiles are built in the measured process (``workers=0``); worker processes would
+    hold their own memory, which this RSS does not include.
+    """
     rows = []
     for side in sides:
         with tempfile.TemporaryDirectory() as tmp:
@@ -210,12 +232,49 @@ def bench_memory(sides: list[int]) -> list[dict]:
     return rows
 
 
+INFERENCE_LINE = re.compile(r"Inference: (\d+) cells in ([0-9.]+) s")
+
+
+def bench_end_to_end(slide: Path, cells: Path, worker_counts: list[int], repeats: int) -> list[dict]:
+    """Run ``shest infer --model demo`` on a slide in fresh processes; return the inference cells/s of each run.
+
+    The inference stage is timed by ``shest infer`` itself, in its log line
+    ``Inference: N cells in S s``, from the first batch request to the last
+    prediction. The wall time also covers start-up, reading the cell table and
+    writing the outputs. Runs alternate between the worker counts, so changes in
+    machine load spread over all of them.
+    """
+    rows = []
+    for repeat in range(repeats):
+        for workers in worker_counts:
+            with tempfile.TemporaryDirectory() as tmp:
+                load = os.getloadavg()[0]
+                start = time.perf_counter()
+                out = subprocess.run(
+                    [sys.executable, "-m", "shest", "infer", str(slide), "--cells", str(cells), "--model", "demo",
+                     "--outdir", tmp, "--workers", str(workers)],
+                    check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                wall = time.perf_counter() - start
+            match = INFERENCE_LINE.search(out.stderr)
+            if match is None:
+                sys.exit(f"No 'Inference:' line in the log of shest infer:\n{out.stderr[-2000:]}")
+            n_cells, seconds = int(match.group(1)), float(match.group(2))
+            rows.append({"workers": workers, "repeat": repeat + 1, "cells": n_cells, "inference_s": seconds,
+                         "wall_s": wall, "load": load})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1024, help="cells per throughput measurement")
     parser.add_argument("--small-side", type=int, default=4096, help="side of the small synthetic slide, px")
     parser.add_argument("--large-side", type=int, default=8192, help="side of the large synthetic slide, px")
     parser.add_argument("--no-throughput", action="store_true", help="run only the memory measurement")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="tile worker processes to compare")
+    parser.add_argument("--end-to-end", nargs=2, type=Path, metavar=("SLIDE", "CELLS"),
+                        help="only time shest infer --model demo on this slide and cell table")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=2, help="runs per worker count with --end-to-end")
     args = parser.parse_args()
 
     import torch
@@ -224,9 +283,19 @@ def main() -> None:
     print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")  # fmt: skip
 
+    if args.end_to_end:
+        print("| --workers | run | cells | inference (s) | cells/s in inference | wall (s) | load before |")
+        print("|---|---|---|---|---|---|---|")
+        for row in bench_end_to_end(*args.end_to_end, args.workers, args.repeats):
+            print(f"| {row['workers']} | {row['repeat']} | {row['cells']} | {row['inference_s']:.1f} | "
+                  f"{row['cells'] / row['inference_s']:.0f} | {row['wall_s']:.1f} | {row['load']:.2f} |")  # fmt: skip
+        load = os.getloadavg()
+        print(f"\nLoad average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        return
+
     if not args.no_throughput:
         print("| step | cells/s |\n|---|---|")
-        for name, rate in bench_tiles(args.cells) + bench_models(args.cells // 4):
+        for name, rate in bench_tiles(args.cells, args.workers) + bench_models(args.cells // 4):
             print(f"| {name} | {rate:.0f} |")
 
     print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import shapely
@@ -27,10 +29,26 @@ STD = np.array(HOPTIMUS_STD).reshape(3, 1, 1)
 # --- reference implementation: one cell at a time, step by step --------------------------
 
 
+@contextlib.contextmanager
+def multithreaded_torch():
+    """Run with at least two PyTorch threads, as the SHEST training code ran F.interpolate.
+
+    On one thread PyTorch resizes three-channel images with another kernel, which
+    differs in the last bit.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(2, previous))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def reference_tile(window_hwc: np.ndarray, ring_xy: np.ndarray, x0: int, y0: int, upper: int) -> torch.Tensor:
     """Build one quadruple tile the straightforward way, as the SHEST training code does."""
     image = torch.from_numpy(np.ascontiguousarray(window_hwc.transpose(2, 0, 1))).float()
-    image = F.interpolate(image.unsqueeze(0), size=112, mode="bilinear", align_corners=False).squeeze(0)
+    with multithreaded_torch():
+        image = F.interpolate(image.unsqueeze(0), size=112, mode="bilinear", align_corners=False).squeeze(0)
     vertices = [(round(112 * (y - y0) / upper), round(112 * (x - x0) / upper)) for x, y in ring_xy]
     mask = torch.from_numpy(polygon2mask((112, 112), vertices)).unsqueeze(0).float()
     masked = image * mask
@@ -152,6 +170,52 @@ def test_mask_matches_polygon2mask_when_clipped():
         assert np.array_equal(mask, polygon2mask((112, 112), rc))
 
 
+def random_polygons(rng: np.random.Generator, count: int) -> list[np.ndarray]:
+    """Return integer (row, column) polygons of every kind a pane gets: star-shaped, self-crossing, clipped, repeated vertices."""
+    polygons = []
+    for index in range(count):
+        kind = index % 4
+        n = int(rng.integers(1, 30))
+        if kind == 0:  # star-shaped around a random centre, partly off the pane
+            angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+            radius = rng.uniform(0, 70, n)
+            centre = rng.uniform(-20, 130, 2)
+            rc = np.rint(centre + np.column_stack([radius * np.sin(angles), radius * np.cos(angles)]))
+        elif kind == 1:  # random vertices, usually self-crossing
+            rc = rng.integers(-30, 140, (n, 2))
+        elif kind == 2:  # coarse grid: many horizontal and vertical edges and shared rows
+            rc = rng.integers(0, 10, (n, 2)) * 12 - 5
+        else:  # closed ring with repeated vertices
+            rc = rng.integers(0, 112, (n, 2))
+            rc = np.vstack([rc, rc[:1], rc[-1:]])
+        polygons.append(np.asarray(rc, dtype=np.int64))
+    return polygons
+
+
+def test_mask_matches_polygon2mask_on_random_polygons():
+    polygons = random_polygons(np.random.default_rng(11), 400)
+    masks = rasterise_masks(polygons)
+    differing = [i for i, rc in enumerate(polygons) if not np.array_equal(masks[i], polygon2mask((112, 112), rc))]
+    assert differing == []
+
+
+def test_mask_of_empty_batch():
+    assert rasterise_masks([]).shape == (0, 112, 112)
+
+
+def test_resize_does_not_depend_on_thread_count():
+    windows = np.random.default_rng(4).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = resize_windows(windows)
+        torch.set_num_threads(2)
+        multiple = resize_windows(windows)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(single, multiple)
+
+
 def test_resize_is_bilinear_half_pixel_upsampling():
     window = np.zeros((2, 2, 3), dtype=np.uint8)
     window[:, 1, :] = 100
@@ -182,6 +246,18 @@ def test_hematoxylin_pane_of_uniform_colour():
     pane = hematoxylin_panes(resize_windows(window[None]))
     expected = hand_hematoxylin((200, 100, 150))
     assert np.array_equal(pane[0, :, 50, 50].numpy(), expected.astype(np.float32))
+
+
+def test_hematoxylin_matches_skimage_on_many_colours():
+    rng = np.random.default_rng(9)
+    windows = rng.integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+    windows[0] = np.arange(112 * 112 * 3).reshape(112, 112, 3) % 256  # every channel value
+    pane = hematoxylin_panes(torch.from_numpy(windows).permute(0, 3, 1, 2).float())
+    for index, window in enumerate(windows):
+        hed = rgb2hed(window)
+        hed[..., 1:] = 0
+        expected = (hed2rgb(hed) * 255).astype(np.uint8).transpose(2, 0, 1)
+        assert np.array_equal(pane[index].numpy(), expected.astype(np.float32)), f"window {index} differs"
 
 
 def test_hematoxylin_of_white_is_white():

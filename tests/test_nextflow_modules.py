@@ -384,6 +384,18 @@ def test_infer_device_follows_gpu_profile(profile_config):
     assert "--device cuda" in gpu["script"]
 
 
+def test_infer_builds_tiles_in_workers_only_on_gpu(profile_config):
+    # Without an accelerator the model runs on the CPU and needs the cores itself.
+    # process_gpu requests 8 CPUs, and the test profile caps tasks at 2.
+    inputs = {"wsi": "S.svs", "cells": "S.cells.parquet", "checkpoint": [], "backbone": [], "panel": []}
+    cpu, gpu = render([
+        make_request(MODULE_FILES["infer"], profile_config, {"id": "S"}, inputs, profile="test"),
+        make_request(MODULE_FILES["infer"], profile_config, {"id": "S"}, inputs, profile="test,gpu"),
+    ])
+    assert "--workers 0" in cpu["script"]
+    assert "--workers 2" in gpu["script"]
+
+
 def test_infer_passes_model_weights_as_staged_files(profile_config):
     inputs = {"wsi": "S.svs", "cells": "S.cells.parquet", "checkpoint": "shest.pt", "backbone": "H-optimus-0", "panel": "panel.csv"}
     rendered = render([make_request(MODULE_FILES["infer"], profile_config, {"id": "S"}, inputs)])[0]

@@ -259,8 +259,8 @@ def test_samplesheet_with_optional_columns_is_valid(tmp_path):
         ("space in sample", "sample,wsi\nslide A,a.svs\n", "no spaces"),
         ("missing slide file", "sample,wsi\nA,missing.svs\n", "does not exist"),
         ("empty slide", "sample,wsi\nA,\n", "'wsi' is a required property"),
-        ("mpp not a number", "sample,wsi,mpp\nA,a.svs,half\n", "positive number"),
-        ("negative mpp", "sample,wsi,mpp\nA,a.svs,-0.5\n", "positive number"),
+        ("mpp not a number", "sample,wsi,mpp\nA,a.svs,half\n", "between 0.05 and 2.0"),
+        ("negative mpp", "sample,wsi,mpp\nA,a.svs,-0.5\n", "less than the minimum of 0.05"),
         ("roi not geojson", "sample,wsi,roi\nA,a.svs,b.svs\n", "GeoJSON"),
     ],
 )

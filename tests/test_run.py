@@ -156,6 +156,17 @@ def test_rerun_skips_completed_stages(cmu_run):
     assert h5ad.stat().st_mtime_ns == before
 
 
+def test_rerun_with_other_workers_skips_stages(cmu_run):
+    slide, outdir, first = cmu_run
+    assert first.returncode == 0
+    result = run_shest(
+        "run", "--wsi", str(slide), "--outdir", str(outdir), "--sample", SAMPLE,
+        "--segmenter", "watershed", "--model", "demo", "--niche", "--workers", "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(stage_status(result.stderr).values()) == {"skipped"}
+
+
 def test_rerun_redoes_stages_after_changed_option(cmu_run):
     slide, outdir, first = cmu_run
     assert first.returncode == 0
@@ -202,6 +213,34 @@ def test_run_missing_slide_fails(tmp_path):
     result = run_shest("run", "--wsi", str(tmp_path / "none.svs"), "--outdir", str(tmp_path), "--model", "demo")
     assert result.returncode == 1
     assert "none.svs" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--segment-args", "--bogus 3", "shest segment does not accept --bogus 3 (from --segment-args)"),
+        ("--qc-args", '--roi "x', "--qc-args '--roi \"x' cannot be split"),
+        ("--niche-args", "--seed=-1 --graph=web", "argument --graph: invalid choice"),
+    ],
+)
+def test_run_checks_stage_args_before_any_stage(tmp_path, option, value, expected):
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"not read: the stage options are checked first")
+    out = tmp_path / "out"
+    result = run_shest("run", "--wsi", str(slide), "--outdir", str(out), "--model", "demo", "--niche", f"{option}={value}")
+    assert result.returncode in (1, 2), result.stderr
+    assert expected in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("cutoff", ["1.5", "-0.1", "nan"])
+def test_run_rejects_probability_cutoff_outside_0_1(tmp_path, cutoff):
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"x")
+    result = run_shest("run", "--wsi", str(slide), "--outdir", str(tmp_path / "out"), "--model", "demo",
+                       f"--probability-cutoff={cutoff}")  # fmt: skip
+    assert result.returncode == 2
+    assert "--probability-cutoff" in result.stderr
 
 
 def test_run_without_mpp_names_the_fix(tcga_no_mpp_slide, tmp_path):

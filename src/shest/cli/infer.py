@@ -10,10 +10,14 @@ from shest.cli.common import (
     add_mpp_argument,
     add_output_arguments,
     add_parser,
+    non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
+    probability,
     sample_name,
 )
+from shest.device import DEVICE_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,16 @@ def register(subparsers) -> None:
 
     options = parser.add_argument_group("inference")
     options.add_argument("--batch-size", type=positive_int, default=64, help="cells per model batch")
-    options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
+    options.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when available")
+    options.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="processes that read windows and build tiles, in parallel with the model (default on a GPU: one "
+        "per CPU, at most 4; on the CPU: 0, which builds them in a thread of the main process). With workers "
+        "on the CPU device the model keeps the other CPUs.",
+    )
     options.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
@@ -81,15 +94,21 @@ def register(subparsers) -> None:
     )
     options.add_argument(
         "--probability-cutoff",
-        type=float,
+        type=probability,
         default=0.7,
         help="cells whose top class probability is lower are flagged unassigned (predictions are kept)",
     )
     options.add_argument(
-        "--min-nucleus-um", type=float, default=2.0, help="smallest larger bounding-box side of a nucleus, µm"
+        "--min-nucleus-um",
+        type=non_negative_float,
+        default=None,
+        help="smallest larger bounding-box side of a nucleus, µm (default: the checkpoint's, else 2)",
     )
     options.add_argument(
-        "--max-nucleus-um", type=positive_float, default=16.0, help="largest larger bounding-box side of a nucleus, µm"
+        "--max-nucleus-um",
+        type=positive_float,
+        default=None,
+        help="largest larger bounding-box side of a nucleus, µm (default: the checkpoint's, else 16)",
     )
     options.add_argument(
         "--object-type",
@@ -127,5 +146,6 @@ def run(args) -> int:
         min_nucleus_um=args.min_nucleus_um,
         max_nucleus_um=args.max_nucleus_um,
         object_type=args.object_type,
+        workers=args.workers,
     )
     return 0

@@ -12,10 +12,13 @@ from shest.cli.common import (
     add_mpp_argument,
     add_parser,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
+    probability,
     sample_name,
 )
+from shest.device import DEVICE_CHOICES
 from shest.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -58,9 +61,24 @@ def register(subparsers) -> None:
         f"(default: the one the checkpoint records, else {HOPTIMUS0_ID})",
     )
     model.add_argument("--panel", type=Path, default=None, help="gene panel CSV (needed for the authors' released .pth)")
-    model.add_argument("--batch-size", type=positive_int, default=64, help="cells per inference batch")
-    model.add_argument("--probability-cutoff", type=float, default=0.7, help="cells below this class probability are unassigned")
-    model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device")
+    model.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="cells (one 224 x 224 px tile each) per model batch of `shest infer`; segmentation keeps its own "
+        "batch size, set with --segment-args=--batch-size=N",
+    )
+    model.add_argument("--probability-cutoff", type=probability, default=0.7, help="cells below this class probability are unassigned")
+    model.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
+    model.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="processes that build tiles for `shest infer` (default on a GPU: one per CPU, at most 4; on the "
+        "CPU: 0, none); "
+        "changing it does not make a completed inference stage run again",
+    )
 
     parser.add_argument("--niche", action="store_true", help="also run spatial niche analysis")
     parser.add_argument("--force", action="store_true", help="redo every stage even when its outputs are complete")
@@ -89,17 +107,15 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise InputError(f"Checkpoint not found: {args.checkpoint} is not a file. Check the --checkpoint path.")
     if args.checkpoint is not None and args.panel is None:
-        from shest.model.checkpoint import is_safetensors
+        from shest.model.checkpoint import check_checkpoint_format
 
         # Checked here so a missing panel fails before QC and segmentation, not after them.
-        if not is_safetensors(args.checkpoint):
+        if check_checkpoint_format(args.checkpoint) == "released":
             raise InputError(
                 f"{args.checkpoint} is in the authors' released layout, which names no genes: give the gene panel "
                 "CSV with --panel (10x Xenium Prime 5K or multi-tissue v1, as the model was trained), or convert "
                 "the checkpoint once with 'shest convert-checkpoint'."
             )
-    if not 0.0 <= args.probability_cutoff <= 1.0:
-        raise InputError(f"--probability-cutoff must be between 0 and 1, found {args.probability_cutoff}")
     args.sample = sample_name(args.sample, args.wsi)
     if args.model == "demo":
         log.warning("Demo run: a small seeded stand-in network replaces H-optimus-0 and the SHEST heads; "

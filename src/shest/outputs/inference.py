@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from shest import __version__
-from shest.celltiles.geometry import MAX_NUCLEUS_UM, MIN_NUCLEUS_UM, WINDOW_UM, TileGeometry, select_cells
+from shest.celltiles.geometry import (
+    MAX_NUCLEUS_UM,
+    MIN_NUCLEUS_UM,
+    PANE_PX,
+    WINDOW_UM,
+    TileGeometry,
+    select_cells,
+)
 from shest.errors import EmptyResultError, InputError
 
 log = logging.getLogger(__name__)
@@ -59,27 +65,19 @@ def output_paths(outdir: str | os.PathLike, sample: str) -> dict[str, Path]:
 
 
 def read_cells_table(path: str | os.PathLike):
-    """Read a cell table (GeoParquet) and check the columns inference needs.
+    """Read a cell table (GeoParquet) for inference and check the columns it needs.
 
-    Rows without an outline are dropped with a warning. Returns the GeoDataFrame and
-    the JSON metadata stored under the Parquet key ``shest`` (empty when absent).
+    The table is read by :func:`shest.segmentation.table.read_cell_table`, which
+    raises the errors for missing or invalid files. Inference also accepts tables
+    written by other software. Their ``shest`` metadata may be absent, and only
+    ``x``, ``y`` and ``geometry`` are required. Rows are numbered from 1 when there
+    is no ``cell_id`` column, and rows without an outline are dropped with a warning.
+    Returns the GeoDataFrame and the metadata (empty when absent).
     """
-    import geopandas as gpd
-    import pyarrow.parquet as pq
+    from shest.segmentation.table import read_cell_table
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Cell table not found: {path}. Run 'shest segment' (or 'shest merge-cells') first.")
-    try:
-        cells = gpd.read_parquet(path)
-        schema_meta = pq.read_schema(path).metadata or {}
-    except Exception as exc:  # noqa: BLE001 - pyarrow and geopandas raise many types on bad files
-        raise InputError(f"{path} could not be read as a GeoParquet cell table: {exc}") from exc
-    missing = [column for column in ("x", "y", "geometry") if column not in cells.columns]
-    if missing:
-        raise InputError(
-            f"Cell table {path} lacks the column(s) {', '.join(missing)}; expected the output of 'shest segment'."
-        )
+    cells, meta = read_cell_table(path, required=("x", "y", "geometry"), require_metadata=False)
     if "cell_id" not in cells.columns:
         log.warning("Cell table %s has no cell_id column; numbering its rows from 1.", path)
         cells["cell_id"] = np.arange(1, len(cells) + 1, dtype=np.int64)
@@ -87,15 +85,7 @@ def read_cells_table(path: str | os.PathLike):
     if empty.any():
         log.warning("Cell table %s: dropping %d rows without a nucleus outline", path, int(empty.sum()))
         cells = cells.loc[~empty]
-    cells = cells.reset_index(drop=True)
-    meta: dict[str, Any] = {}
-    raw = schema_meta.get(b"shest")
-    if raw:
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError:
-            log.warning("Cell table %s: the 'shest' metadata is not valid JSON; ignoring it", path)
-    return cells, meta
+    return cells.reset_index(drop=True), meta
 
 
 def nucleus_sizes_px(cells) -> np.ndarray:
@@ -128,9 +118,10 @@ def infer_slide(
     device: str = "auto",
     precision: str = "auto",
     probability_cutoff: float = PROBABILITY_CUTOFF,
-    min_nucleus_um: float = MIN_NUCLEUS_UM,
-    max_nucleus_um: float = MAX_NUCLEUS_UM,
+    min_nucleus_um: float | None = None,
+    max_nucleus_um: float | None = None,
     object_type: str = "cell",
+    workers: int | None = None,
 ) -> InferenceResult:
     """Predict cell types and expression for every nucleus of a slide and write the outputs.
 
@@ -155,9 +146,14 @@ def infer_slide(
     probability_cutoff
         Cells whose top class probability is lower are flagged unassigned.
     min_nucleus_um, max_nucleus_um
-        Bounds on the larger bounding-box side of a nucleus.
+        Bounds on the larger bounding-box side of a nucleus; None takes the bounds the
+        model's checkpoint records (2 and 16 µm unless it records others).
     object_type
         ``cell`` or ``detection`` for the GeoJSON features.
+    workers
+        Processes that build tiles (0: in a thread of this process); None takes
+        :func:`shest.celltiles.workers.default_workers` (none on the CPU). With
+        workers on the CPU the model keeps the remaining CPUs, at least one.
 
     Raises
     ------
@@ -171,11 +167,10 @@ def infer_slide(
         raise InputError(f"The probability cutoff must lie between 0 and 1, found {probability_cutoff}.")
     if batch_size < 1:
         raise InputError(f"The batch size must be at least 1, found {batch_size}.")
-    if not 0.0 <= min_nucleus_um < max_nucleus_um:
-        raise InputError(
-            f"Invalid nucleus size bounds {min_nucleus_um} and {max_nucleus_um} µm: "
-            "--min-nucleus-um must be at least 0 and below --max-nucleus-um."
-        )
+    if min_nucleus_um is not None and max_nucleus_um is not None:
+        _check_nucleus_bounds(min_nucleus_um, max_nucleus_um)
+    if workers is not None and workers < 0:
+        raise InputError(f"The number of tile workers must be 0 or more, found {workers}.")
     slide_path, cells_path = Path(slide_path), Path(cells_path)
     paths = output_paths(outdir, sample)
 
@@ -203,12 +198,7 @@ def infer_slide(
             )
         if model.demo:
             log.warning("DEMO run for %s: outputs are marked demo and hold no biological predictions.", sample)
-        geometry = TileGeometry(
-            mpp=slide.mpp,
-            window_um=float(model.tile.get("window_um", WINDOW_UM)),
-            min_nucleus_um=min_nucleus_um,
-            max_nucleus_um=max_nucleus_um,
-        )
+        geometry = _tile_geometry(slide.mpp, model.tile, min_nucleus_um, max_nucleus_um)
         selection = select_cells(
             cells["x"].to_numpy(), cells["y"].to_numpy(), nucleus_sizes_px(cells), slide.dimensions, geometry
         )
@@ -218,9 +208,9 @@ def infer_slide(
             selection.n_input,
             selection.n_kept,
             selection.n_too_small,
-            min_nucleus_um,
+            geometry.min_nucleus_um,
             selection.n_too_large,
-            max_nucleus_um,
+            geometry.max_nucleus_um,
             selection.n_at_edge,
             geometry.window_px,
             geometry.window_um,
@@ -229,12 +219,15 @@ def infer_slide(
         if selection.n_kept == 0:
             raise EmptyResultError(
                 f"None of the {selection.n_input} nuclei in {cells_path} passed the filters ({selection.n_too_small} "
-                f"smaller than {min_nucleus_um} µm, {selection.n_too_large} larger than {max_nucleus_um} µm, "
+                f"smaller than {geometry.min_nucleus_um} µm, {selection.n_too_large} larger than "
+                f"{geometry.max_nucleus_um} µm, "
                 f"{selection.n_at_edge} too close to the image edge). Check the µm/px ({slide.mpp:.4f}) and the "
                 "--min-nucleus-um/--max-nucleus-um bounds."
             )
         selected_cells = cells.iloc[selection.keep].reset_index(drop=True)
-        predictions = _predict(slide, selected_cells, selection, geometry, model, device_obj, precision, batch_size)
+        predictions = _predict(
+            slide, selected_cells, selection, geometry, model, device_obj, precision, batch_size, workers
+        )
         result = _write_outputs(
             paths, slide, slide_path, cells_path, selected_cells, selection, geometry, model, predictions,
             sample, probability_cutoff, object_type, device_obj,
@@ -244,22 +237,49 @@ def infer_slide(
     return result
 
 
-def _predict(slide, selected_cells, selection, geometry, model, device, precision, batch_size):
-    from shest.celltiles.windows import tile_batches
-    from shest.model import predict_cells
+def _check_nucleus_bounds(min_nucleus_um: float, max_nucleus_um: float) -> None:
+    if not 0.0 <= min_nucleus_um < max_nucleus_um:
+        raise InputError(
+            f"Invalid nucleus size bounds {min_nucleus_um} and {max_nucleus_um} µm: "
+            "--min-nucleus-um must be at least 0 and below --max-nucleus-um."
+        )
 
-    normalization = model.normalization
-    batches = tile_batches(
-        slide,
-        selection.cx,
-        selection.cy,
-        selected_cells.geometry.to_numpy(),
-        geometry,
-        batch_size,
-        mean=normalization["mean"],
-        std=normalization["std"],
+
+def _tile_geometry(
+    mpp: float, tile: dict[str, Any], min_nucleus_um: float | None, max_nucleus_um: float | None
+) -> TileGeometry:
+    """Return the tile geometry: the model's window and pane sizes, and the nucleus bounds given or recorded."""
+    if min_nucleus_um is None:
+        min_nucleus_um = float(tile.get("min_nucleus_um", MIN_NUCLEUS_UM))
+    if max_nucleus_um is None:
+        max_nucleus_um = float(tile.get("max_nucleus_um", MAX_NUCLEUS_UM))
+    _check_nucleus_bounds(min_nucleus_um, max_nucleus_um)
+    return TileGeometry(
+        mpp=mpp,
+        window_um=float(tile.get("window_um", WINDOW_UM)),
+        min_nucleus_um=min_nucleus_um,
+        max_nucleus_um=max_nucleus_um,
+        pane_px=int(tile.get("pane_px", PANE_PX)),
     )
-    return predict_cells(model, batches, selection.n_kept, device, precision=precision, batch_size=batch_size)
+
+
+def _predict(slide, selected_cells, selection, geometry, model, device, precision, batch_size, workers):
+    from shest.celltiles.workers import available_cpus, default_workers, effective_workers, iter_pane_batches
+    from shest.model.predict import predict_cells, torch_threads
+
+    requested = default_workers(device.type) if workers is None else workers
+    workers = effective_workers(slide, selection.n_kept, batch_size, requested)
+    # On the CPU the model and the tile workers share the cores. A model thread that
+    # waits for a busy core stalls all the others at each operation, so the model
+    # keeps only the cores the workers leave.
+    model_threads = max(1, available_cpus() - workers) if device.type == "cpu" and workers > 0 else None
+    batches = iter_pane_batches(
+        slide, selection.cx, selection.cy, selected_cells.geometry.to_numpy(), geometry, batch_size, workers
+    )
+    with torch_threads(model_threads):
+        if model_threads is not None:
+            log.info("The model runs with %d CPU threads beside %d tile workers", model_threads, workers)
+        return predict_cells(model, batches, selection.n_kept, device, precision=precision, batch_size=batch_size)
 
 
 def _write_outputs(
@@ -273,7 +293,6 @@ def _write_outputs(
     from shest.outputs.summary import write_celltype_summary
 
     described = model.describe()
-    cells_per_second = predictions.n_cells / max(predictions.seconds, 1e-9)
     info = {
         "sample": sample,
         "slide": slide_path.name,
@@ -288,8 +307,9 @@ def _write_outputs(
             "n_too_large": selection.n_too_large,
             "n_at_edge": selection.n_at_edge,
         },
+        # The device is provenance: bfloat16 on CUDA gives slightly different numbers.
+        # Timing goes to the log only, so identical runs write identical files.
         "device": str(device),
-        "cells_per_second": round(cells_per_second, 2),
     }
     model_name = "demo (random weights)" if model.demo else f"{described['backbone']} + {described['checkpoint_file']}"
 
@@ -370,7 +390,7 @@ def _write_outputs(
         n_unassigned=int(row["unassigned"]),
         counts=counts,
         demo=bool(model.demo),
-        cells_per_second=cells_per_second,
+        cells_per_second=predictions.n_cells / max(predictions.seconds, 1e-9),
     )
 
 

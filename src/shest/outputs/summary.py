@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from shest.model.constants import UNASSIGNED_NAME
 from shest.report.multiqc import write_mqc_table
 
 SECTION_ID = "shest_celltypes"
@@ -45,7 +46,7 @@ def write_celltype_summary(
         "cells": {"title": "Cells", "description": "Nuclei with a prediction", "format": "{:,.0f}"},
         "assigned": {"title": "Assigned", "description": f"Probability >= {probability_cutoff:g}", "format": "{:,.0f}"},
         "unassigned": {
-            "title": "Unassigned",
+            "title": UNASSIGNED_NAME,
             "description": f"Probability < {probability_cutoff:g}",
             "format": "{:,.0f}",
         },

@@ -32,8 +32,31 @@ def run_pipeline(options, parser) -> list[tuple[str, str, float]]:
     list of (stage name, "ran" or "skipped", seconds)
     """
     stages = plan_stages(options)
+    check_command_lines(stages, parser)
     with output_lock(Path(options.outdir)):
         return _run_stages(stages, options, parser)
+
+
+def check_command_lines(stages: list[Stage], parser) -> None:
+    """Parse every stage's command line before the first stage runs.
+
+    A mistyped option in ``--segment-args`` is thus reported before QC has run, not
+    after it. A value of the wrong type still ends the run here, with argparse's
+    message naming the subcommand.
+
+    Raises
+    ------
+    InputError
+        A stage's command line holds options that its subcommand does not know.
+    """
+    for stage in stages:
+        _, unknown = parser.parse_known_args(stage.command_line)
+        if unknown:
+            source = f" (from {stage.args_option})" if stage.args_option else ""
+            raise InputError(
+                f"shest {stage.argv[0]} does not accept {' '.join(unknown)}{source}; "
+                f"see 'shest {stage.argv[0]} --help' for its options."
+            )
 
 
 @contextlib.contextmanager

@@ -10,19 +10,33 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shest.errors import InputError
+
 
 @dataclass
 class Stage:
-    """One pipeline stage: its subcommand line, the files it reads and the files it writes."""
+    """One pipeline stage: its subcommand line, the files it reads and the files it writes.
+
+    ``runtime_args`` change how fast the stage runs but not what it writes (such as
+    ``--workers``). They are passed to the subcommand but left out of
+    :attr:`options_line`, which decides whether a completed stage is reused.
+    """
 
     name: str
     argv: list[str]
     inputs: list[Path]
     outputs: list[Path]
     extra_args: list[str] = field(default_factory=list)
+    runtime_args: list[str] = field(default_factory=list)
+    args_option: str = ""  # the shest run option that sets extra_args, such as --qc-args
 
     @property
     def command_line(self) -> list[str]:
+        return [*self.argv, *self.runtime_args, *self.extra_args]
+
+    @property
+    def options_line(self) -> list[str]:
+        """The command line without :attr:`runtime_args`."""
         return [*self.argv, *self.extra_args]
 
     def describe(self) -> str:
@@ -53,7 +67,8 @@ def plan_stages(options) -> list[Stage]:
             inputs=qc_inputs,
             outputs=[qc_dir / f"{sample}{suffix}" for suffix in (
                 ".qc.json", "_qc_mqc.tsv", ".thumbnail.png", ".tissue_mask.png", ".tissue.geojson", ".tiles.json")],
-            extra_args=shlex.split(options.qc_args or ""),
+            extra_args=split_args("--qc-args", options.qc_args),
+            args_option="--qc-args",
         )
     ]
 
@@ -69,7 +84,8 @@ def plan_stages(options) -> list[Stage]:
             seg_argv,
             inputs=[slide, plan],
             outputs=[cells, seg_dir / f"{sample}{geojson_suffix}", seg_dir / f"{sample}_segmentation_mqc.tsv"],
-            extra_args=shlex.split(options.segment_args or ""),
+            extra_args=split_args("--segment-args", options.segment_args),
+            args_option="--segment-args",
         )
     )
 
@@ -95,7 +111,9 @@ def plan_stages(options) -> list[Stage]:
             inputs=infer_inputs,
             outputs=[h5ad, infer_dir / f"{sample}.cells.geojson", infer_dir / f"{sample}.overlay.png",
                      infer_dir / f"{sample}_celltypes_mqc.tsv"],
-            extra_args=shlex.split(options.infer_args or ""),
+            extra_args=split_args("--infer-args", options.infer_args),
+            args_option="--infer-args",
+            runtime_args=["--workers", str(options.workers)] if getattr(options, "workers", None) is not None else [],
         )
     )
 
@@ -107,7 +125,25 @@ def plan_stages(options) -> list[Stage]:
                 inputs=[h5ad, slide],
                 outputs=[niche_dir / f"{sample}.niche.h5ad", niche_dir / f"{sample}_niche_mqc.tsv",
                          niche_dir / f"{sample}_infiltration_mqc.tsv"],
-                extra_args=shlex.split(options.niche_args or ""),
+                extra_args=split_args("--niche-args", options.niche_args),
+                args_option="--niche-args",
             )
         )
     return stages
+
+
+def split_args(option: str, text: str | None) -> list[str]:
+    """Split the value of a ``--<stage>-args`` option as a shell would.
+
+    Raises
+    ------
+    InputError
+        The text has an unclosed quote or a trailing backslash.
+    """
+    try:
+        return shlex.split(text or "")
+    except ValueError as exc:
+        raise InputError(
+            f"{option} {text!r} cannot be split into options ({exc}); close every quote, for example "
+            f"{option}='--flag \"a value\"'."
+        ) from None

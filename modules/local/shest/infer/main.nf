@@ -35,6 +35,8 @@ process SHEST_INFER {
     ].findAll { arg -> arg }.join(' ')
     // The gpu profile gives process_gpu tasks one accelerator (conf/base.config).
     def device    = task.accelerator ? 'cuda' : 'cpu'
+    // Tile-building processes feed a GPU; on the CPU the model needs the cores itself.
+    def workers   = task.accelerator ? task.cpus : 0
     """
     export HOME="\$PWD/.home" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${task.cpus}
     export MPLCONFIGDIR="\$HOME/matplotlib" NUMBA_CACHE_DIR="\$HOME/numba" HF_HOME="\$HOME/huggingface" TORCH_HOME="\$HOME/torch" CELLPOSE_LOCAL_MODELS_PATH="\$HOME/cellpose"
@@ -46,6 +48,7 @@ process SHEST_INFER {
         --sample ${prefix} \\
         --outdir . \\
         --device ${device} \\
+        --workers ${workers} \\
         ${mpp_arg} \\
         ${model_arg} \\
         ${args}
