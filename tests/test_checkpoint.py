@@ -211,3 +211,32 @@ def test_convert_checkpoint_cli_missing_input(v1_panel, tmp_path, capsys):
     )
     assert code == 1
     assert "absent.pth" in capsys.readouterr().err
+
+
+def test_convert_checkpoint_cli_rejects_repeated_classes(released, v1_panel, tmp_path, capsys):
+    output = tmp_path / "out.safetensors"
+    names = ["A", "B", "A", "D", "E", "F"]
+    code = main(
+        ["convert-checkpoint", str(released), "--panel", str(v1_panel), "--output", str(output), "--classes", *names]
+    )
+    assert code == 1
+    assert "The class names repeat A" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_convert_checkpoint_cli_rejects_converted_file(released, v1_panel, tmp_path, capsys):
+    converted = tmp_path / "lung.safetensors"
+    assert main(["convert-checkpoint", str(released), "--panel", str(v1_panel), "--output", str(converted)]) == 0
+    capsys.readouterr()
+    code = main(["convert-checkpoint", str(converted), "--panel", str(v1_panel), "--output", str(tmp_path / "o")])
+    assert code == 1
+    assert "already a self-describing checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+@pytest.mark.parametrize("content", [b"<!DOCTYPE html><html>403 Forbidden</html>", bytes(range(7, 200))])
+def test_file_that_is_no_checkpoint_is_named(tmp_path, suffix, content):
+    path = tmp_path / f"weights{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="neither a safetensors file .* nor a torch file"):
+        load_checkpoint(path, panel=None)

@@ -197,7 +197,8 @@ def test_geojson_classification_follows_cutoff(demo_run, adata):
         properties = item["properties"]
         row = by_id.loc[properties["cell_id"]]
         expected = "Unassigned" if row["unassigned"] else row["cell_type"]
-        assert properties["classification"]["name"] == expected
+        assert properties["classification"]["name"] == f"{expected} (demo)"
+        assert properties["cell_type"] == row["cell_type"]
         assert properties["objectType"] == "cell"
         assert properties["demo"] is True
         assert item["nucleusGeometry"] == item["geometry"]
@@ -240,6 +241,19 @@ def test_overlay_is_png(demo_run):
     with Image.open(demo_run[1] / f"{SAMPLE}.overlay.png") as image:
         assert image.format == "PNG"
         assert image.height >= 1024
+
+
+def test_demo_overlay_has_red_band(demo_run):
+    from PIL import Image
+
+    from shest.outputs.overlay import DEMO_BAND_COLOR
+
+    with Image.open(demo_run[1] / f"{SAMPLE}.overlay.png") as image:
+        rgb = image.convert("RGB")
+        # Corners of the band, clear of its text.
+        assert rgb.getpixel((1, 1)) == DEMO_BAND_COLOR
+        assert rgb.getpixel((rgb.width - 2, 1)) == DEMO_BAND_COLOR
+        assert rgb.getpixel((1, rgb.height // 2)) != DEMO_BAND_COLOR
 
 
 def test_cutoff_option_changes_only_flags(cmu_slide, cells_table, adata, tmp_path):
@@ -312,3 +326,65 @@ def test_cells_of_another_slide_rejected(slide_path, cells_table, tmp_path, caps
     code = main(["infer", str(slide_path), "--cells", str(path), "--model", "demo", "--outdir", str(tmp_path / "o")])
     assert code == 1
     assert "segmented from a slide of 4000 x 3000 px (other.svs)" in capsys.readouterr().err
+
+
+def test_h5ad_keeps_device_but_no_timing(adata):
+    info = adata.uns["shest"]
+    assert info["device"] == "cpu"
+    assert not any("second" in key for key in info)
+
+
+def test_tile_workers_write_identical_files(slide_path, cells_table, tmp_path):
+    # 16 cells per batch gives 20 batches, enough for two worker processes.
+    for workers in ("0", "2"):
+        code = main(["infer", str(slide_path), "--cells", str(cells_table[0]), "--model", "demo", "--outdir",
+                     str(tmp_path / workers), "--sample", SAMPLE, "--batch-size", "16", "--workers", workers])  # fmt: skip
+        assert code == 0
+    for path in sorted((tmp_path / "0").iterdir()):
+        assert (tmp_path / "2" / path.name).read_bytes() == path.read_bytes(), f"{path.name} differs"
+
+
+def test_checkpoint_nucleus_bounds_apply_by_default(slide_path, cells_table, tmp_path):
+    import anndata as ad
+
+    from shest.model.demo import build_demo_model
+    from shest.outputs import infer_slide
+
+    model = build_demo_model()
+    model.tile = {**model.tile, "max_nucleus_um": 5.0}
+    infer_slide(slide_path, cells_table[0], tmp_path, SAMPLE, model=model, batch_size=64)
+    info = ad.read_h5ad(tmp_path / f"{SAMPLE}.h5ad").uns["shest"]
+    assert info["tile"]["max_nucleus_um"] == 5.0
+    assert info["tile"]["min_nucleus_um"] == 2.0
+
+
+def test_explicit_nucleus_bound_overrides_checkpoint(slide_path, cells_table, tmp_path):
+    import anndata as ad
+
+    from shest.model.demo import build_demo_model
+    from shest.outputs import infer_slide
+
+    model = build_demo_model()
+    model.tile = {**model.tile, "max_nucleus_um": 5.0}
+    infer_slide(slide_path, cells_table[0], tmp_path, SAMPLE, model=model, max_nucleus_um=16.0)
+    adata = ad.read_h5ad(tmp_path / f"{SAMPLE}.h5ad")
+    assert adata.uns["shest"]["tile"]["max_nucleus_um"] == 16.0
+    assert adata.n_obs == len(expected_predicted_cells(cells_table[1]))
+
+
+def test_cell_table_of_another_format_rejected(slide_path, cells_table, tmp_path, capsys):
+    from shest.segmentation.table import write_cell_table
+
+    path = tmp_path / "future.cells.parquet"
+    write_cell_table(path, cells_table[1], {"format": "shest-cells/99"})
+    code = main(["infer", str(slide_path), "--cells", str(path), "--model", "demo", "--outdir", str(tmp_path / "o")])
+    assert code == 1
+    assert "format 'shest-cells/99'" in capsys.readouterr().err
+
+
+def test_cells_file_that_is_not_parquet_rejected(slide_path, tmp_path, capsys):
+    path = tmp_path / "text.cells.parquet"
+    path.write_text("cell_id,x,y\n1,2,3\n")
+    code = main(["infer", str(slide_path), "--cells", str(path), "--model", "demo", "--outdir", str(tmp_path / "o")])
+    assert code == 1
+    assert "is not a Parquet file" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from shest.cli.common import HOPTIMUS0_ID, add_parser
+from shest.model.constants import LUNG_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ def register(subparsers) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="class names in output order (default: Alveolar_cell Tumor_cell_LUAD Macrophage Endothelial_cell "
-        "Fibroblast Lymphocyte)",
+        help=f"class names in output order (default: {' '.join(LUNG_CLASSES)})",
     )
     parser.add_argument(
         "--colors",

@@ -162,6 +162,34 @@ def is_safetensors(path: str | os.PathLike) -> bool:
     return 0 < length < (1 << 30) and head[8:9] == b"{"
 
 
+def looks_like_torch_file(path: str | os.PathLike) -> bool:
+    """Tell whether a file starts like a ``torch.save`` file: a zip archive or a legacy pickle."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def check_checkpoint_format(path: str | os.PathLike) -> str:
+    """Return ``"safetensors"`` or ``"released"`` for a checkpoint file, by its first bytes.
+
+    Raises
+    ------
+    CheckpointError
+        The file is neither, such as an HTML error page or a partial download.
+    """
+    if is_safetensors(path):
+        return "safetensors"
+    if looks_like_torch_file(path):
+        return "released"
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    raise CheckpointError(
+        f"{path} is neither a safetensors file written by 'shest convert-checkpoint' nor a torch file (.pth) as the "
+        f"authors released it: it starts with {head!r}. The download may be incomplete or an error page; download "
+        "the weights again and compare their checksum."
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     panel: str | os.PathLike | None = None,
@@ -181,7 +209,7 @@ def load_checkpoint(
             f"Checkpoint not found: {path}. Give the SHEST head weights (.pth from the authors, or a file "
             "written by 'shest convert-checkpoint'), or use --model demo for a trial run."
         )
-    if is_safetensors(path):
+    if check_checkpoint_format(path) == "safetensors":
         checkpoint = load_shest_checkpoint(path)
         if panel is not None:
             panel_genes = read_panel(panel, panel_column)
@@ -222,6 +250,11 @@ def load_released_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}. Give the released SHEST head weights (.pth).")
+    if check_checkpoint_format(path) == "safetensors":
+        raise CheckpointError(
+            f"{path} is already a self-describing checkpoint (safetensors, with its classes and genes); "
+            "use it directly with --checkpoint, without --panel and without converting it."
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors here
@@ -238,6 +271,12 @@ def load_released_checkpoint(
     classifier = _tensor_dict(state["classifier"], path, "classifier")
     reconstructor = _tensor_dict(state["reconstructor"], path, "reconstructor")
     classes = list(classes) if classes else list(LUNG_CLASSES)
+    repeated = sorted(name for name, count in Counter(classes).items() if count > 1)
+    if repeated:
+        raise CheckpointError(
+            f"The class names repeat {', '.join(repeated)}; give each class once with --classes, in the order of "
+            "the classifier's outputs."
+        )
     check_head_shapes(classifier, reconstructor, len(classes), len(genes), source=str(path))
     digest = sha256_file(path)
     # NOTE: the authors' inference labels outputs in panel-file order, but their training

@@ -8,7 +8,9 @@ Each Feature follows QuPath's GeoJSON conventions (QuPath 0.4 and later):
   nucleus is known;
 - ``properties.objectType``: ``"cell"`` (default) or ``"detection"``;
 - ``properties.classification``: ``{"name": ..., "color": [r, g, b]}``; cells below the
-  probability cutoff get the class ``Unassigned`` in grey;
+  probability cutoff get the class ``Unassigned`` in grey. In a demo run every name
+  ends in `` (demo)`` (``Tumor (demo)``), so QuPath's class list shows that the
+  predictions are not biological;
 - ``properties.measurements``: a name-to-number object (probability, area, shape).
 
 Extra properties (``cell_id``, ``cell_type`` with the predicted type even when
@@ -28,11 +30,11 @@ import pandas as pd
 import shapely
 
 from shest.io.geojson import feature, polygon_geometry, write_feature_collection
+from shest.model.constants import UNASSIGNED_COLOR, UNASSIGNED_NAME
 
 OBJECT_TYPES = ("cell", "detection")
-UNASSIGNED_NAME = "Unassigned"
-UNASSIGNED_COLOR = "#a0a0a0"
 MEASUREMENT_COLUMNS = ("area_um2", "perimeter_um", "eccentricity", "solidity", "hematoxylin_od")
+DEMO_SUFFIX = " (demo)"
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/recognizability/shest/cells")
 
 
@@ -61,8 +63,9 @@ def iter_cell_features(
     """Yield one GeoJSON Feature per cell; ``cells`` contains ``cell_id``, ``geometry`` and measurements."""
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"object_type must be one of {OBJECT_TYPES}, found {object_type!r}")
-    classifications = [{"name": name, "color": hex_to_rgb(color)} for name, color in zip(classes, colors)]
-    unassigned_class = {"name": UNASSIGNED_NAME, "color": hex_to_rgb(UNASSIGNED_COLOR)}
+    suffix = DEMO_SUFFIX if demo else ""
+    classifications = [{"name": name + suffix, "color": hex_to_rgb(color)} for name, color in zip(classes, colors)]
+    unassigned_class = {"name": UNASSIGNED_NAME + suffix, "color": hex_to_rgb(UNASSIGNED_COLOR)}
     measurement_columns = [column for column in MEASUREMENT_COLUMNS if column in cells.columns]
     measurement_values = {column: cells[column].to_numpy(dtype=np.float64) for column in measurement_columns}
     cell_ids = cells["cell_id"].to_numpy(dtype=np.int64)

@@ -15,12 +15,17 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from shest.outputs.geojson import UNASSIGNED_COLOR, UNASSIGNED_NAME, hex_to_rgb
+from shest.model.constants import UNASSIGNED_COLOR, UNASSIGNED_NAME
+from shest.outputs.geojson import hex_to_rgb
 
 OVERLAY_MAX_SIDE = 2048
 FILL_ALPHA = 200
 LEGEND_WIDTH_PX = 360
 DPI = 100
+
+
+DEMO_BANNER = "DEMO MODEL: cell types are not biological predictions"
+DEMO_BAND_COLOR = (200, 0, 0)
 
 
 def write_overlay(
@@ -64,11 +69,33 @@ def write_overlay(
     heading = f"{title}\nDEMO MODEL: not biological predictions" if demo else title
     legend = _legend_image(labels, palette, heading, composite.height)
 
-    canvas = Image.new("RGB", (composite.width + legend.width, max(composite.height, legend.height)), "white")
-    canvas.paste(composite, (0, 0))
-    canvas.paste(legend, (composite.width, 0))
+    width = composite.width + legend.width
+    band = _demo_band_height(width) if demo else 0
+    canvas = Image.new("RGB", (width, band + max(composite.height, legend.height)), "white")
+    canvas.paste(composite, (0, band))
+    canvas.paste(legend, (composite.width, band))
+    if demo:
+        _draw_demo_band(canvas, band)
     canvas.save(path, format="PNG")
     return float(downsample)
+
+
+def _demo_band_height(width: int) -> int:
+    return max(24, width // 30)
+
+
+def _draw_demo_band(canvas, band: int) -> None:
+    """Draw a red band of height ``band`` across the top of ``canvas`` saying the predictions are a demo.
+
+    The legend title says so too, but a figure cropped to the slide would lose it, so
+    the band spans the image, at a size readable in a slide deck.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=int(band * 0.7))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, canvas.width, band - 1), fill=DEMO_BAND_COLOR)
+    draw.text((band // 3, band // 2), DEMO_BANNER, fill="white", font=font, anchor="lm")
 
 
 def _legend_image(labels: list[str], colors: Sequence[str], heading: str, height: int):
