@@ -145,6 +145,16 @@ def test_roi_outside_slide_fails(cmu_slide, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_roi_partly_outside_slide_warns(cmu_slide, tmp_path):
+    # The slide is 2220 x 2967 px, so half of this box lies below its edge.
+    roi = roi_file(tmp_path / "low.geojson", (900, 2467, 1800, 3467))
+    assert main(["qc", str(cmu_slide), "--outdir", str(tmp_path), "--sample", "S", "--roi", roi]) == 0
+    warnings = qc_json(tmp_path)["warnings"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("50.0 % of the region of interest in ")
+    assert "low.geojson lies outside the 2220 x 2967 px slide" in warnings[0]
+
+
 def test_roi_on_glass_warns_with_file_name(cmu_slide, tmp_path):
     roi = roi_file(tmp_path / "glass.geojson", GLASS_BOX)
     assert main(["qc", str(cmu_slide), "--outdir", str(tmp_path), "--sample", "S", "--roi", roi]) == 0

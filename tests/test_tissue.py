@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from shapely.geometry import Point
 
 from shest.errors import InputError
 from shest.slide import open_slide
@@ -247,6 +248,27 @@ def test_load_roi_ignores_points(tmp_path):
     square = {"type": "Feature", "geometry": SQUARE, "properties": {}}
     path = tmp_path / "roi.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [point, square]}))
+    assert load_roi(path).area == pytest.approx(1600 * 1600)
+
+
+def test_load_roi_keeps_both_lobes_of_bow_tie(tmp_path):
+    # The outline crosses itself at (1350, 1500): two triangles of 225,000 px² each.
+    bow_tie = {"type": "Polygon", "coordinates": [[[900, 1000], [1800, 2000], [1800, 1000], [900, 2000], [900, 1000]]]}
+    path = tmp_path / "roi.geojson"
+    path.write_text(json.dumps(bow_tie))
+    roi = load_roi(path)
+    assert roi.is_valid
+    assert roi.area == pytest.approx(2 * 225_000)
+    assert roi.contains(Point(1000, 1500))
+    assert roi.contains(Point(1700, 1500))
+
+
+def test_load_roi_reads_gzipped_geojson(tmp_path):
+    import gzip
+
+    path = tmp_path / "roi.geojson.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        json.dump(SQUARE, handle)
     assert load_roi(path).area == pytest.approx(1600 * 1600)
 
 

@@ -119,16 +119,26 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def check_roi_overlaps_slide(roi, slide: Slide, roi_label: str) -> None:
-    """Raise InputError when the region of interest lies entirely outside the slide image."""
+def check_roi_overlaps_slide(roi, slide: Slide, roi_label: str) -> str | None:
+    """Raise InputError when the region of interest lies entirely outside the slide image.
+
+    Return a warning when part of it lies outside: that part is clipped away.
+    """
     width, height = slide.dimensions
-    if roi.intersection(shapely_box(0, 0, width, height)).area > 0:
-        return
     left, top, right, bottom = (round(value) for value in roi.bounds)
-    raise InputError(
-        f"{roi_label} lies outside {slide.path.name}: its bounds are x {left}-{right}, y {top}-{bottom}, but the "
-        f"slide is {width} x {height} px. Export the ROI from this slide in level-0 pixel coordinates "
-        "(QuPath's GeoJSON export uses them)."
+    inside = roi.intersection(shapely_box(0, 0, width, height)).area
+    if inside <= 0:
+        raise InputError(
+            f"{roi_label} lies outside {slide.path.name}: its bounds are x {left}-{right}, y {top}-{bottom}, but "
+            f"the slide is {width} x {height} px. Export the ROI from this slide in level-0 pixel coordinates "
+            "(QuPath's GeoJSON export uses them)."
+        )
+    if inside >= roi.area * 0.999:
+        return None
+    return (
+        f"{100 * (1 - inside / roi.area):.1f} % of {roi_label[0].lower() + roi_label[1:]} lies outside the "
+        f"{width} x {height} px slide (its bounds are x {left}-{right}, y {top}-{bottom}); only the part on the "
+        "slide is used. Check that the ROI was exported from this slide."
     )
 
 
@@ -162,7 +172,9 @@ def assess_slide(slide: Slide, params: QcParams = QcParams(), roi=None, roi_name
     roi_label = f"The region of interest in {roi_name}" if roi_name else "The region of interest"
     roi_mask = None
     if roi is not None:
-        check_roi_overlaps_slide(roi, slide, roi_label)
+        clipped = check_roi_overlaps_slide(roi, slide, roi_label)
+        if clipped:
+            warnings.append(clipped)
         roi_mask = rasterize_roi(roi, thumbnail.image.shape[:2], thumbnail.downsample_x, thumbnail.downsample_y)
     content = inspect_image(thumbnail.image)
     tissue = detect_tissue(thumbnail, params.tissue, roi_mask)

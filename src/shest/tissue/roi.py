@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.ops import unary_union
 from skimage.draw import polygon as fill_polygon
@@ -22,8 +24,10 @@ def load_roi(path: str | os.PathLike) -> Polygon | MultiPolygon:
     """Read the polygons of a GeoJSON file in level-0 pixel coordinates and return their union.
 
     Accepts a FeatureCollection, a single Feature, a bare geometry, or a JSON list of
-    features (older QuPath exports). Polygon and MultiPolygon geometries are used;
-    points and lines are ignored with a debug message.
+    features (older QuPath exports), optionally gzipped (``.gz``). Polygon and
+    MultiPolygon geometries are used; points and lines are ignored with a debug
+    message. Invalid polygons, such as a freehand outline that crosses itself, are
+    repaired with ``shapely.make_valid``, which keeps every enclosed area.
 
     Raises
     ------
@@ -32,10 +36,14 @@ def load_roi(path: str | os.PathLike) -> Polygon | MultiPolygon:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                data = json.load(handle)
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"ROI file not found: {path}. Pass a GeoJSON file of polygons with --roi.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
         raise InputError(f"ROI file {path} is not valid GeoJSON ({exc}); export the annotations as GeoJSON.") from None
 
     polygons: list[Polygon] = []
@@ -53,13 +61,34 @@ def load_roi(path: str | os.PathLike) -> Polygon | MultiPolygon:
             skipped += 1
     if skipped:
         log.debug("%s: ignored %d non-polygon geometries", path, skipped)
-    polygons = [p if p.is_valid else p.buffer(0) for p in polygons if not p.is_empty]
+    polygons = [part for p in polygons if not p.is_empty for part in _valid_polygons(p, path)]
     if not polygons:
         raise InputError(
             f"ROI file {path} contains no polygon. Draw the region as a polygon or rectangle annotation "
             "and export it as GeoJSON in level-0 pixel coordinates."
         )
     return unary_union(polygons)
+
+
+def _valid_polygons(polygon: Polygon, path: Path) -> list[Polygon]:
+    """Return ``polygon`` as valid polygons, repaired with ``shapely.make_valid`` when needed.
+
+    ``buffer(0)`` would drop one lobe of a bow-tie outline, while ``make_valid`` keeps
+    both; lines and points left over by the repair are dropped.
+    """
+    if polygon.is_valid:
+        return [polygon]
+    log.warning("%s: a polygon is invalid (%s); repaired, keeping every enclosed area", path.name,
+                shapely.is_valid_reason(polygon))  # fmt: skip
+    repaired = shapely.make_valid(polygon)
+    parts = shapely.get_parts(repaired)
+    polygons: list[Polygon] = []
+    for part in parts:
+        if isinstance(part, Polygon) and not part.is_empty:
+            polygons.append(part)
+        elif isinstance(part, MultiPolygon):
+            polygons.extend(part.geoms)
+    return polygons
 
 
 def _geometries(data: Any):
