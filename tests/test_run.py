@@ -191,6 +191,8 @@ def test_rerun_with_force_redoes_qc(cmu_run, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert stage_status(result.stderr)["qc"] == "ran"
+    # This run left out --niche, so the niche folder still holds the first run's results.
+    assert "holds niche results of an earlier inference" in result.stderr
 
 
 def test_run_without_checkpoint_fails(cmu_slide, tmp_path):
@@ -231,6 +233,67 @@ def test_run_checks_stage_args_before_any_stage(tmp_path, option, value, expecte
     assert result.returncode in (1, 2), result.stderr
     assert expected in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "owned"),
+    [
+        ("--qc-args", "--sample foo", "--sample"),
+        ("--qc-args", "--samp foo", "--sample"),
+        ("--qc-args", "--mpp 0.3", "--mpp"),
+        ("--qc-args", "--tile-size-um 256", "--tile-size-um"),
+        ("--segment-args", "--outdir elsewhere", "--outdir"),
+        ("--segment-args", "--backend cellpose", "--backend"),
+        ("--segment-args", "--segmenter cellpose", "--backend"),
+        ("--infer-args", "--probability-cutoff 0.9", "--probability-cutoff"),
+        ("--niche-args", "--slide other.svs", "--slide"),
+    ],
+)
+def test_run_rejects_stage_args_it_owns(tmp_path, option, value, owned):
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"not read: the stage options are checked first")
+    out = tmp_path / "out"
+    result = run_shest("run", "--wsi", str(slide), "--outdir", str(out), "--model", "demo", "--segmenter", "watershed",
+                       "--niche", f"{option}={value}")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"{option} sets {owned}, which shest run already decides" in result.stderr
+    assert not out.exists()
+
+
+def test_run_accepts_stage_args_it_leaves_open(cmu_slide, tmp_path):
+    # --batch-size of shest segment (Cellpose windows) has no shest run counterpart.
+    # The run is stopped at once by a missing Cellpose model, after the check passed.
+    result = subprocess.run(
+        [sys.executable, "-m", "shest", "run", "--wsi", str(cmu_slide), "--outdir", str(tmp_path / "out"),
+         "--model", "demo", "--segment-args=--batch-size 4"],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, SHEST_OFFLINE="1", CELLPOSE_LOCAL_MODELS_PATH=str(tmp_path / "models")),
+    )  # fmt: skip
+    assert "already decides" not in result.stderr
+    assert "Cellpose model 'cpsam' is not in" in result.stderr
+
+
+def test_run_missing_cellpose_model_fails_before_qc(cmu_slide, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "shest", "run", "--wsi", str(cmu_slide), "--outdir", str(tmp_path / "out"),
+         "--model", "demo"],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, SHEST_OFFLINE="1", CELLPOSE_LOCAL_MODELS_PATH=str(tmp_path / "models")),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "downloads are off (SHEST_OFFLINE is set)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_demo_rejects_checkpoint(tmp_path):
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"x")
+    checkpoint = tmp_path / "heads.safetensors"
+    checkpoint.write_bytes(b"x")
+    result = run_shest("run", "--wsi", str(slide), "--outdir", str(tmp_path / "out"), "--model", "demo",
+                       "--checkpoint", str(checkpoint))  # fmt: skip
+    assert result.returncode == 1
+    assert "--model demo runs a seeded stand-in network" in result.stderr
 
 
 @pytest.mark.parametrize("cutoff", ["1.5", "-0.1", "nan"])

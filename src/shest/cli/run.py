@@ -99,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.wsi.exists():
         raise InputError(f"Slide file not found: {args.wsi}. Check the --wsi path.")
+    if args.model == "demo" and (args.checkpoint is not None or args.backbone is not None or args.panel is not None):
+        raise InputError(
+            "--model demo runs a seeded stand-in network and uses no weights, so --checkpoint, --backbone and "
+            "--panel cannot be given with it: drop them for a trial run, or drop --model demo to use the weights."
+        )
     if args.model == "shest" and args.checkpoint is None:
         raise InputError(
             "No SHEST checkpoint given: pass --checkpoint PATH (with --backbone and, for the authors' "

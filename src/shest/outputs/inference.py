@@ -268,6 +268,9 @@ def _predict(slide, selected_cells, selection, geometry, model, device, precisio
     from shest.model.predict import predict_cells, torch_threads
 
     requested = default_workers(device.type) if workers is None else workers
+    if requested > 2 * available_cpus():
+        log.warning("--workers %d is more than twice the %d CPUs available; tile workers beyond that only "
+                    "compete for the same cores", requested, available_cpus())  # fmt: skip
     workers = effective_workers(slide, selection.n_kept, batch_size, requested)
     # On the CPU the model and the tile workers share the cores. A model thread that
     # waits for a busy core stalls all the others at each operation, so the model
@@ -278,7 +281,7 @@ def _predict(slide, selected_cells, selection, geometry, model, device, precisio
     )
     with torch_threads(model_threads):
         if model_threads is not None:
-            log.info("The model runs with %d CPU threads beside %d tile workers", model_threads, workers)
+            log.info("The model runs with %d CPU thread(s) beside %d tile worker(s)", model_threads, workers)
         return predict_cells(model, batches, selection.n_kept, device, precision=precision, batch_size=batch_size)
 
 

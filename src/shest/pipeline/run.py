@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import logging
@@ -33,8 +34,18 @@ def run_pipeline(options, parser) -> list[tuple[str, str, float]]:
     """
     stages = plan_stages(options)
     check_command_lines(stages, parser)
+    resolve_segmentation_model(stages, options, parser)
     with output_lock(Path(options.outdir)):
         return _run_stages(stages, options, parser)
+
+
+# Options of the stage subcommands that `shest run` always decides itself, whether or
+# not it passes them: a different value in a --<stage>-args string would put the
+# stage's files elsewhere or make them disagree with the other stages.
+RUN_OWNED_DESTS = frozenset({"sample", "outdir", "mpp", "roi", "plan", "cells", "geojson_gzip", "chunk", "slide"})
+
+# Stage options whose shest run counterpart has another name.
+RUN_OPTION_NAMES = {"--backend": "--segmenter", "slide": "--wsi", "--slide": "--wsi"}
 
 
 def check_command_lines(stages: list[Stage], parser) -> None:
@@ -47,16 +58,71 @@ def check_command_lines(stages: list[Stage], parser) -> None:
     Raises
     ------
     InputError
-        A stage's command line holds options that its subcommand does not know.
+        A stage's command line holds options that its subcommand does not know, or
+        its ``--<stage>-args`` set an option that ``shest run`` sets itself.
     """
     for stage in stages:
         _, unknown = parser.parse_known_args(stage.command_line)
+        source = f" (from {stage.args_option})" if stage.args_option else ""
         if unknown:
-            source = f" (from {stage.args_option})" if stage.args_option else ""
             raise InputError(
                 f"shest {stage.argv[0]} does not accept {' '.join(unknown)}{source}; "
                 f"see 'shest {stage.argv[0]} --help' for its options."
             )
+        owned = _owned_options(stage, parser, _subcommand_parser(parser, stage.argv[0]))
+        if owned:
+            run_options = ", ".join(RUN_OPTION_NAMES.get(option, option) for option in owned)
+            raise InputError(
+                f"{stage.args_option} sets {', '.join(owned)}, which shest run already decides for shest "
+                f"{stage.argv[0]}; give shest run's own option instead ({run_options}) or leave it to shest run."
+            )
+
+
+def _subcommand_parser(parser, name: str):
+    for action in parser._actions:  # argparse offers no public way to reach a subparser
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise ValueError(f"The parser has no subcommand {name!r}")
+
+
+def _owned_options(stage: Stage, parser, subparser) -> list[str]:
+    """Return the options that ``stage.extra_args`` change although ``shest run`` decides them.
+
+    The stage's line is parsed with and without the extra arguments, so aliases and
+    abbreviations (``--segmenter``, ``--samp``) count too.
+    """
+    by_option = subparser._option_string_actions
+    run_dests = {by_option[token].dest for token in stage.argv if token in by_option} | RUN_OWNED_DESTS
+    without = vars(parser.parse_known_args([*stage.argv, *stage.runtime_args])[0])
+    with_extra = vars(parser.parse_known_args(stage.command_line)[0])
+    owned = []
+    for action in subparser._actions:
+        if action.dest in run_dests and without.get(action.dest) != with_extra.get(action.dest):
+            owned.append(action.option_strings[0] if action.option_strings else action.dest)
+    return owned
+
+
+def resolve_segmentation_model(stages: list[Stage], options, parser) -> None:
+    """Find (or download) the Cellpose model before QC runs, so a missing model fails at once.
+
+    Nothing is done when segmentation uses the watershed backend or is complete
+    already (and will be skipped).
+
+    Raises
+    ------
+    CheckpointError
+        The model is neither in the Cellpose model folder nor downloadable (see
+        :func:`shest.segmentation.cellpose_backend.resolve_model`).
+    """
+    stage = next((item for item in stages if item.name == "segmentation"), None)
+    if stage is None or (not options.force and is_complete(stage)):
+        return
+    args, _ = parser.parse_known_args(stage.command_line)
+    if args.backend != "cellpose":
+        return
+    from shest.segmentation.cellpose_backend import resolve_model
+
+    resolve_model(args.cellpose_model)
 
 
 @contextlib.contextmanager
@@ -96,7 +162,21 @@ def _run_stages(stages: list[Stage], options, parser) -> list[tuple[str, str, fl
         if stage.name == "qc":
             _stop_if_no_tissue(stage)
     log.info("All %d stages finished in %.1f s; outputs in %s", len(stages), time.monotonic() - start_all, options.outdir)
+    _warn_if_niche_is_stale(summary, options)
     return summary
+
+
+def _warn_if_niche_is_stale(summary: list[tuple[str, str, float]], options) -> None:
+    """Warn when inference ran again but an earlier run's niche results were left as they were."""
+    inference_ran = any(name == "inference" and status == "ran" for name, status, _ in summary)
+    niche_dir = Path(options.outdir) / "niche"
+    if options.niche or not inference_ran or not niche_dir.is_dir() or not any(niche_dir.iterdir()):
+        return
+    log.warning(
+        "%s holds niche results of an earlier inference, which this run replaced; they no longer match "
+        "the cells. Rerun with --niche to update them, or remove %s before collecting reports (MultiQC).",
+        niche_dir, niche_dir,
+    )  # fmt: skip
 
 
 def _run_and_record(stage: Stage, label: str, parser) -> tuple[str, str, float]:
