@@ -552,6 +552,13 @@ def test_qc_invalid_sample_name(cmu_slide, tmp_path, capsys):
     assert "Invalid sample name" in capsys.readouterr().err
 
 
+def test_qc_too_long_sample_name(cmu_slide, tmp_path, capsys):
+    code = main(["qc", str(cmu_slide), "--sample", "a" * 240, "--outdir", str(tmp_path / "out"), *SMALL])
+    assert code == 1
+    assert "is 240 characters long; give one of at most 128" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_qc_negative_overlap_is_usage_error(cmu_slide, tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["qc", str(cmu_slide), "--overlap-um", "-1", "--outdir", str(tmp_path)])
