@@ -172,3 +172,19 @@ def test_watershed_parameters_reject_non_finite():
 
     with pytest.raises(InputError, match="threshold_scale must be a finite number"):
         WatershedParams(threshold_scale=float("inf"))
+
+
+def test_segment_and_infer_take_mpp_from_qc(jpeg_no_mpp, tmp_path):
+    # The JPEG records no µm/px: only shest qc is given --mpp.
+    assert main(["qc", str(jpeg_no_mpp), "--mpp", "0.25", "--sample", "tum", "--outdir", str(tmp_path)]) == 0
+    code = main(["segment", str(jpeg_no_mpp), "--plan", str(tmp_path / "tum.tiles.json"), "--backend", "watershed",
+                 "--outdir", str(tmp_path), "--sample", "tum"])  # fmt: skip
+    assert code == 0
+    table, metadata = read_cell_table(tmp_path / "tum.cells.parquet")
+    assert len(table) > 50
+    assert metadata["mpp"] == 0.25
+    code = main(["infer", str(jpeg_no_mpp), "--cells", str(tmp_path / "tum.cells.parquet"), "--model", "demo",
+                 "--outdir", str(tmp_path), "--sample", "tum"])  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "tum.h5ad").is_file()
+
