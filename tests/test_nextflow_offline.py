@@ -233,8 +233,21 @@ def check_sheet(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     (tmp_path / "slides").mkdir(exist_ok=True)
     (tmp_path / "slides" / "a.svs").write_bytes(b"")
     (tmp_path / "slides" / "b.svs").write_bytes(b"")
+    (tmp_path / "slides" / "c.mrxs").write_bytes(b"")
     (tmp_path / "slides" / "roi.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     return run_schema_checks("samplesheet", str(sheet), str(PROJECT_ROOT / "assets" / "schema_input.json"), "--base", str(tmp_path / "slides"))
+
+
+def test_input_parameter_has_no_content_schema():
+    # With a "schema" key, nf-schema's validateParameters() checks the samplesheet's
+    # rows, and their relative paths against the launch directory, before --slide_dir
+    # is applied to them. samplesheetToList() validates the resolved copy instead.
+    schema = json.loads((PROJECT_ROOT / "nextflow_schema.json").read_text())
+    input_parameter = next(group["properties"]["input"] for group in schema["$defs"].values()
+                           if "input" in group.get("properties", {}))  # fmt: skip
+    assert "schema" not in input_parameter
+    utils = (PROJECT_ROOT / "subworkflows" / "local" / "utils_shest_pipeline" / "main.nf").read_text()
+    assert 'samplesheetToList(samplesheet, "${projectDir}/assets/schema_input.json")' in utils
 
 
 def test_test_samplesheet_is_valid():
@@ -262,6 +275,8 @@ def test_samplesheet_with_optional_columns_is_valid(tmp_path):
         ("mpp not a number", "sample,wsi,mpp\nA,a.svs,half\n", "between 0.05 and 2.0"),
         ("negative mpp", "sample,wsi,mpp\nA,a.svs,-0.5\n", "less than the minimum of 0.05"),
         ("roi not geojson", "sample,wsi,roi\nA,a.svs,b.svs\n", "GeoJSON"),
+        ("mrxs slide", "sample,wsi\nA,c.mrxs\n", "MRXS and VMS slides keep their pixels in a companion folder"),
+        ("sample too long", f"sample,wsi\n{'A' * 129},a.svs\n", "at most 128 characters"),
     ],
 )
 def test_invalid_samplesheet_is_rejected(tmp_path, case, text, expected):

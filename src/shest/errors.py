@@ -29,4 +29,10 @@ class CheckpointError(ShestError):
 
 
 class EmptyResultError(ShestError):
-    """A stage found nothing to work on (for example no nuclei) and cannot continue."""
+    """A stage found nothing to work on (for example no nuclei) and cannot continue.
+
+    Its exit code, 3, lets a workflow manager tell a slide without cells, which it
+    may skip, from a failure.
+    """
+
+    exit_code = 3

@@ -132,6 +132,12 @@ def validateInputParameters() {
     if (params.demo_model && params.checkpoint) {
         problems << "--demo_model and --checkpoint were both given; choose one."
     }
+    if (params.demo_model && (params.backbone || params.gene_panel)) {
+        problems << "--demo_model uses no weights, so --backbone and --gene_panel cannot be given with it; drop them, or drop --demo_model and give --checkpoint."
+    }
+    if (params.niche_radius_um != null && params.niche_graph != 'radius') {
+        problems << "--niche_radius_um sets the radius of the radius graph, but --niche_graph is '${params.niche_graph}'; add --niche_graph radius or drop --niche_radius_um."
+    }
     if (!params.demo_model && !params.checkpoint) {
         problems << "--checkpoint is missing: give the SHEST checkpoint file, or --demo_model true for a run with the seeded demo network (outputs are marked as demo)."
     }
