@@ -319,3 +319,71 @@ def test_plain_string_cell_types_take_model_order(tmp_path):
     shest = {"model": {"classes": np.array(LUNG_CLASSES, dtype=object)}}
     categories = _as_categorical(column, shest, tmp_path / "S.h5ad").categories
     assert list(categories) == list(LUNG_CLASSES)
+
+
+def test_keep_unassigned_with_existing_category(tmp_path):
+    rng = np.random.default_rng(5)
+    types = rng.choice(["Tumor_cell_LUAD", "Lymphocyte", "Fibroblast"], 600)
+    adata = build_anndata(rng.uniform(0, 600, (600, 2)), types, sample="S3", n_genes=8, unassigned_fraction=0.1)
+    adata.obs["cell_type"] = adata.obs["cell_type"].cat.add_categories(["Unassigned"])
+    adata.write_h5ad(tmp_path / "S3.h5ad")
+    assert main(["niche", str(tmp_path / "S3.h5ad"), "--outdir", str(tmp_path / "out"), "--keep-unassigned", *FAST]) == 0
+    celltypes = pd.read_csv(tmp_path / "out" / "S3.niche_celltypes.csv")
+    assert "Unassigned" in set(celltypes["cell_type"])
+
+
+@pytest.mark.parametrize(
+    ("values", "code"),
+    [(["True", "False"], 0), (["yes", "no"], 1)],
+    ids=["true-false text", "other text"],
+)
+def test_unassigned_flags_stored_as_text(tmp_path, values, code, capsys):
+    rng = np.random.default_rng(6)
+    types = rng.choice(["Tumor_cell_LUAD", "Lymphocyte"], 400)
+    adata = build_anndata(rng.uniform(0, 400, (400, 2)), types, sample="S4", n_genes=8)
+    adata.obs["unassigned"] = pd.Categorical([values[i % 2] for i in range(400)])
+    adata.write_h5ad(tmp_path / "S4.h5ad")
+    assert main(["niche", str(tmp_path / "S4.h5ad"), "--outdir", str(tmp_path / "out"), *FAST]) == code
+    if code:
+        assert "obs['unassigned'] must hold True/False flags" in capsys.readouterr().err
+
+
+def test_moran_on_complete_graph_is_noted(tmp_path):
+    rng = np.random.default_rng(7)
+    h5ad = write_slide(tmp_path / "S5.h5ad", rng.uniform(0, 50, (40, 2)), ["Tumor_cell_LUAD", "Lymphocyte"] * 20, "S5")
+    code = main(["niche", str(h5ad), "--outdir", str(tmp_path), "--graph", "radius", "--radius-um", "500", *FAST])
+    assert code == 0
+    notes = pd.read_csv(tmp_path / "S5.niche_notes.csv")
+    assert "Moran's I is undefined here" in " ".join(notes.loc[notes["analysis"] == "moran", "note"])
+
+
+def test_too_few_permutations_exit_one(niche_run, capsys):
+    _, h5ad, _, _ = niche_run
+    assert main(["niche", str(h5ad), "--outdir", "unused", "--n-perms", "5"]) == 1
+    assert "--n-perms must be at least 20" in capsys.readouterr().err
+
+
+def test_cohort_keeps_sample_named_na(tmp_path):
+    h5ad = island_slide(tmp_path / "NA.h5ad", "NA", n_cells=800)
+    assert main(["niche", str(h5ad), "--outdir", str(tmp_path / "NA"), *FAST]) == 0
+    assert main(["niche-cohort", str(tmp_path / "NA"), "--outdir", str(tmp_path / "cohort")]) == 0
+    summary = pd.read_csv(tmp_path / "cohort" / "cohort_summary.csv", keep_default_na=False)
+    assert list(summary["sample"]) == ["NA"]
+
+
+def test_cohort_warns_about_missing_table(cohort_inputs, tmp_path, capsys):
+    first, second = cohort_inputs
+    files = [p for p in second.iterdir() if p.name.endswith(".csv") and "moran" not in p.name]
+    assert main(["niche-cohort", str(first), *map(str, files), "--outdir", str(tmp_path)]) == 0
+    assert "No moran table for S9" in capsys.readouterr().err
+
+
+def test_cells_without_edges_are_noted(tmp_path):
+    # Every centroid twice: the Delaunay triangulation keeps one cell of each pair.
+    rng = np.random.default_rng(8)
+    xy = np.repeat(rng.uniform(0, 600, (300, 2)), 2, axis=0)
+    h5ad = write_slide(tmp_path / "S6.h5ad", xy, ["Tumor_cell_LUAD", "Lymphocyte"] * 300, "S6")
+    assert main(["niche", str(h5ad), "--outdir", str(tmp_path), *FAST]) == 0
+    notes = pd.read_csv(tmp_path / "S6.niche_notes.csv")
+    graph_notes = " ".join(notes.loc[notes["analysis"] == "graph", "note"])
+    assert "of 600 analysed cells have no edge in the delaunay graph" in graph_notes

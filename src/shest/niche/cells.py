@@ -85,7 +85,8 @@ def select_cells(slide: SlideCells, params: NicheParams, notes: Notes) -> Analys
         notes.add("cells", f"{int(missing.sum())} cells have no cell type in obs['cell_type'] and are left out.")
         unassigned = unassigned & ~missing
     if params.keep_unassigned:
-        labels = labels.add_categories([UNASSIGNED_NAME])
+        if UNASSIGNED_NAME not in labels.categories:
+            labels = labels.add_categories([UNASSIGNED_NAME])
         labels[unassigned] = UNASSIGNED_NAME
         rows = np.flatnonzero(~missing)
         labels = labels[rows]
@@ -144,9 +145,32 @@ def _check_named_types(slide: SlideCells, params: NicheParams, categories: list[
 
 
 def _unassigned_mask(obs: pd.DataFrame) -> np.ndarray:
+    """Return obs["unassigned"] as booleans; missing values count as assigned.
+
+    Besides booleans, 0/1 and the strings "True"/"False" (any case) are accepted,
+    because some AnnData writers store flags as text or categories.
+
+    Raises
+    ------
+    InputError
+        The column holds other values.
+    """
     if "unassigned" not in obs.columns:
         return np.zeros(len(obs), dtype=bool)
-    return obs["unassigned"].fillna(False).to_numpy(dtype=bool)
+    column = obs["unassigned"]
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        values = pd.to_numeric(column, errors="coerce").fillna(0).to_numpy()
+        if np.isin(values, (0, 1)).all():
+            return values.astype(bool)
+    else:
+        text = column.astype(object).where(column.notna(), "false").astype(str).str.strip().str.lower()
+        if text.isin(("true", "false", "1", "0")).all():
+            return text.isin(("true", "1")).to_numpy()
+    found = ", ".join(map(repr, pd.unique(column.dropna())[:5]))
+    raise InputError(
+        f"obs['unassigned'] must hold True/False flags, found {found}; write it as a boolean column "
+        "(as `shest infer` does) or drop it."
+    )
 
 
 def _fill_missing_colors(colors: dict[str, str], categories: list[str]) -> None:

@@ -72,12 +72,14 @@ def combine_tables(tables: dict[str, list[Path]]) -> dict[str, pd.DataFrame]:
         same metric.
     """
     combined: dict[str, pd.DataFrame] = {}
+    samples_by_metric: dict[str, set[str]] = {}
     for metric in sorted(tables):
         frames = []
         owner: dict[str, Path] = {}
         for path in tables[metric]:
             try:
-                frame = pd.read_csv(path, dtype={"sample": str})
+                # Only empty cells are missing values: a sample may be called "NA" or "None".
+                frame = pd.read_csv(path, dtype={"sample": str}, keep_default_na=False, na_values=[""])
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
                 raise InputError(f"Could not read {path} as a CSV table: {exc}") from None
             if "sample" not in frame.columns:
@@ -91,6 +93,7 @@ def combine_tables(tables: dict[str, list[Path]]) -> dict[str, pd.DataFrame]:
                 owner[sample] = path
             frames.append(frame)
         table = pd.concat(frames, ignore_index=True, sort=False)
+        samples_by_metric[metric] = set(owner)
         table = table.sort_values("sample", kind="stable").reset_index(drop=True)
         if "demo" in table.columns:
             table = table[[c for c in table.columns if c != "demo"] + ["demo"]]
@@ -99,7 +102,20 @@ def combine_tables(tables: dict[str, list[Path]]) -> dict[str, pd.DataFrame]:
                 log.warning("Demo results (not from the SHEST weights) in the cohort: %s", ", ".join(demo_samples))
         combined[metric] = table
         log.info("%s: %d rows from %d slides", metric, len(table), len(frames))
+    _warn_about_missing_tables(samples_by_metric)
     return combined
+
+
+def _warn_about_missing_tables(samples_by_metric: dict[str, set[str]]) -> None:
+    """Log a warning for every metric that lacks the table of a sample that other metrics have."""
+    every_sample = set().union(*samples_by_metric.values()) if samples_by_metric else set()
+    for metric, samples in sorted(samples_by_metric.items()):
+        missing = sorted(every_sample - samples)
+        if missing:
+            log.warning(
+                "No %s table for %s, whose other tables are present; those slides are absent from cohort_%s. "
+                "Check that every S.niche_%s.csv was copied.", metric, ", ".join(missing), metric, metric,
+            )  # fmt: skip
 
 
 def write_cohort_tables(combined: dict[str, pd.DataFrame], outdir: Path, name: str = "cohort") -> list[Path]:

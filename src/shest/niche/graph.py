@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # 100 bytes per pair while it builds a radius graph (measured on 50,000 cells), so
 # this bounds the build to about 5 GB. A Delaunay graph holds about 6 pairs per cell.
 MAX_GRAPH_PAIRS = 50_000_000
+# Share of analysed cells without an edge above which the notes say so; a few cells
+# beyond --max-edge-um are normal at tissue edges.
+ISOLATED_NOTE_FRACTION = 0.05
 
 
 @dataclass
@@ -162,6 +165,13 @@ def build_graph(xy_um: np.ndarray, params: NicheParams, notes: Notes) -> Spatial
     )
     if summary["n_edges"] == 0:
         notes.add("graph", "The spatial graph has no edges; lengthen --max-edge-um or --radius-um.")
+    elif summary["isolated_cells"] > ISOLATED_NOTE_FRACTION * n_cells:
+        notes.add(
+            "graph",
+            f"{summary['isolated_cells']} of {n_cells} analysed cells have no edge in the {params.graph} graph, so "
+            "enrichment and Moran's I describe only the others. Cells at the same position, coordinates far from "
+            "the origin, or a short --max-edge-um or --radius-um cause this.",
+        )
     return graph
 
 

@@ -71,6 +71,16 @@ def morans_i(
     n_cells = rows.size
     weights = row_normalised(graph.connectivities)
     expected, variance = moran_null_moments(weights)
+    # A graph that joins every cell to every other (or nearly so) leaves no spatial
+    # contrast: every gene then scores -1/(n-1) and the null variance is rounding noise.
+    if not variance > 1e-12:
+        notes.add(
+            "moran",
+            f"Moran's I is undefined here: the spatial graph joins nearly every one of the {n_cells} analysed cells "
+            "to every other, so no gene can cluster. Use a smaller --radius-um or --n-neighbors, or the Delaunay "
+            "graph.",
+        )
+        return empty
     scale_factor = n_cells / weights.sum()
     block = max(1, BLOCK_BYTES // (8 * max(n_cells, 1)))
     genes: list[str] = []

@@ -12,6 +12,7 @@ from shest.errors import InputError
 GRAPH_TYPES = ("delaunay", "radius", "knn")
 SEED_MAX = 2**32 - 1  # the range that numpy's RandomState and scikit-learn accept
 MIN_GRID_UM = 1.0
+MIN_PERMUTATIONS = 20
 # Upper limits of the options: (maximum, unit). Each bounds the work of one analysis
 # (the pairs visited within a radius, the padding and disc kernels of the region
 # raster, the permutations, the k-means clusters). A window or rule radius of a few
@@ -128,9 +129,14 @@ class NicheParams:
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise InputError(f"{option_name(name)} must be a positive number of µm, found {value}.")
-        for name in ("n_neighbors", "n_perms", "n_niches", "niche_neighbors", "moran_top", "tumour_min_cells"):
+        for name in ("n_neighbors", "n_niches", "niche_neighbors", "moran_top", "tumour_min_cells"):
             if getattr(self, name) < 1:
                 raise InputError(f"{option_name(name)} must be at least 1, found {getattr(self, name)}.")
+        if self.n_perms < MIN_PERMUTATIONS:
+            raise InputError(
+                f"--n-perms must be at least {MIN_PERMUTATIONS}, found {self.n_perms}: a z-score needs the spread of "
+                "the permuted edge counts, which a handful of permutations does not estimate (default 1000)."
+            )
         if not 0.0 < self.tumour_min_fraction <= 1.0:
             raise InputError(f"--tumour-min-fraction must be in (0, 1], found {self.tumour_min_fraction}.")
         if not (math.isfinite(self.min_region_um2) and self.min_region_um2 >= 0):
