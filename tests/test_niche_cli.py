@@ -387,3 +387,14 @@ def test_cells_without_edges_are_noted(tmp_path):
     notes = pd.read_csv(tmp_path / "S6.niche_notes.csv")
     graph_notes = " ".join(notes.loc[notes["analysis"] == "graph", "note"])
     assert "of 600 analysed cells have no edge in the delaunay graph" in graph_notes
+
+
+def test_slide_that_does_not_fit_cells_exits_one(cmu_slide, tmp_path, capsys):
+    # CMU-1-Small-Region.svs is 2220 x 2967 px; these cells reach 4000 µm = 8016 px.
+    rng = np.random.default_rng(9)
+    xy = rng.uniform(0, 4000, (300, 2))
+    h5ad = write_slide(tmp_path / "big.h5ad", xy, ["Tumor_cell_LUAD", "Lymphocyte"] * 150, "big", mpp=0.499)
+    code = main(["niche", str(h5ad), "--outdir", str(tmp_path / "out"), "--slide", str(cmu_slide), *FAST])
+    assert code == 1
+    assert "outside the 2220 x 2967 px slide CMU-1-Small-Region.svs" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
