@@ -192,7 +192,7 @@ def test_rerun_with_force_redoes_qc(cmu_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert stage_status(result.stderr)["qc"] == "ran"
     # This run left out --niche, so the niche folder still holds the first run's results.
-    assert "holds niche results of an earlier inference" in result.stderr
+    assert "contains niche results of an earlier inference" in result.stderr
 
 
 def test_run_without_checkpoint_fails(cmu_slide, tmp_path):

@@ -153,7 +153,7 @@ def _unassigned_mask(obs: pd.DataFrame) -> np.ndarray:
     Raises
     ------
     InputError
-        The column holds other values.
+        The column contains other values.
     """
     if "unassigned" not in obs.columns:
         return np.zeros(len(obs), dtype=bool)

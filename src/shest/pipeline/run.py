@@ -58,7 +58,7 @@ def check_command_lines(stages: list[Stage], parser) -> None:
     Raises
     ------
     InputError
-        A stage's command line holds options that its subcommand does not know, or
+        A stage's command line contains options that its subcommand does not know, or
         its ``--<stage>-args`` set an option that ``shest run`` sets itself.
     """
     for stage in stages:
@@ -173,7 +173,7 @@ def _warn_if_niche_is_stale(summary: list[tuple[str, str, float]], options) -> N
     if options.niche or not inference_ran or not niche_dir.is_dir() or not any(niche_dir.iterdir()):
         return
     log.warning(
-        "%s holds niche results of an earlier inference, which this run replaced; they no longer match "
+        "%s contains niche results of an earlier inference, which this run replaced; they no longer match "
         "the cells. Rerun with --niche to update them, or remove %s before collecting reports (MultiQC).",
         niche_dir, niche_dir,
     )  # fmt: skip
