@@ -154,22 +154,19 @@ def _iter_with_workers(slide, batches: Iterator[CellBatch], geometry: TileGeomet
     )
     pending: collections.deque[Future] = collections.deque()
     try:
+        # Once a worker has died, both submit() and result() raise BrokenProcessPool,
+        # whichever the timing reaches first.
         for batch in batches:
             pending.append(executor.submit(_build_in_worker, batch))
             if len(pending) >= BATCHES_PER_WORKER * workers:
-                yield _result(pending.popleft())
+                yield pending.popleft().result()
         while pending:
-            yield _result(pending.popleft())
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _result(future: Future) -> PaneBatch:
-    try:
-        return future.result()
+            yield pending.popleft().result()
     except BrokenProcessPool as exc:
         raise RuntimeError(
             f"A tile worker process failed ({exc}). Its own error, if it raised one, is printed above; a worker "
             "killed for lack of memory prints none. Rerun with fewer --workers or a smaller --batch-size, or with "
             "--workers 0 to build the tiles in the main process."
         ) from exc
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
