@@ -56,6 +56,18 @@ def test_tiff_tags_used_last():
     assert size.source == "tiff-resolution"
 
 
+def test_recorded_mpp_only_as_last_resort():
+    assert resolve_pixel_size(SLIDE, None, None, TIFF_TAGS, None, recorded=0.3).source == "tiff-resolution"
+    assert resolve_pixel_size(SLIDE, 0.4, None, None, None, recorded=0.3).source == "override"
+    size = resolve_pixel_size(SLIDE, None, None, None, None, recorded=0.3)
+    assert (size.x, size.y, size.source) == (0.3, 0.3, "recorded")
+
+
+def test_recorded_mpp_out_of_range_rejected():
+    with pytest.raises(MppError, match="recorded by an earlier stage"):
+        resolve_pixel_size(SLIDE, None, None, None, None, recorded=5.0)
+
+
 def test_mean_of_x_and_y():
     size = resolve_pixel_size(SLIDE, None, None, None, OME)
     assert size.mean == pytest.approx(0.255)

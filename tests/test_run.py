@@ -14,11 +14,23 @@ import pytest
 SAMPLE = "cmu"
 
 
-def run_shest(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg")
+def run_shest(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, MPLBACKEND="Agg", **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "shest", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=1200
+        [sys.executable, "-m", "shest", *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=1200
     )
+
+
+def unread_slide(tmp_path: Path) -> Path:
+    """Return a slide path whose file exists but is never opened: the checks under test come first."""
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"not read: the stage options are checked first")
+    return slide
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """Return environment variables under which no Cellpose model is found or downloaded."""
+    return {"SHEST_OFFLINE": "1", "CELLPOSE_LOCAL_MODELS_PATH": str(tmp_path / "models")}
 
 
 def stage_status(stderr: str) -> dict[str, str]:
@@ -191,7 +203,7 @@ def test_rerun_with_force_redoes_qc(cmu_run, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert stage_status(result.stderr)["qc"] == "ran"
-    # This run left out --niche, so the niche folder still holds the first run's results.
+    # This run left out --niche, so the niche folder still contains the first run's results.
     assert "contains niche results of an earlier inference" in result.stderr
 
 
@@ -226,8 +238,7 @@ def test_run_missing_slide_fails(tmp_path):
     ],
 )
 def test_run_checks_stage_args_before_any_stage(tmp_path, option, value, expected):
-    slide = tmp_path / "slide.svs"
-    slide.write_bytes(b"not read: the stage options are checked first")
+    slide = unread_slide(tmp_path)
     out = tmp_path / "out"
     result = run_shest("run", "--wsi", str(slide), "--outdir", str(out), "--model", "demo", "--niche", f"{option}={value}")
     assert result.returncode in (1, 2), result.stderr
@@ -250,8 +261,7 @@ def test_run_checks_stage_args_before_any_stage(tmp_path, option, value, expecte
     ],
 )
 def test_run_rejects_stage_args_it_owns(tmp_path, option, value, owned):
-    slide = tmp_path / "slide.svs"
-    slide.write_bytes(b"not read: the stage options are checked first")
+    slide = unread_slide(tmp_path)
     out = tmp_path / "out"
     result = run_shest("run", "--wsi", str(slide), "--outdir", str(out), "--model", "demo", "--segmenter", "watershed",
                        "--niche", f"{option}={value}")  # fmt: skip
@@ -263,31 +273,22 @@ def test_run_rejects_stage_args_it_owns(tmp_path, option, value, owned):
 def test_run_accepts_stage_args_it_leaves_open(cmu_slide, tmp_path):
     # --batch-size of shest segment (Cellpose windows) has no shest run counterpart.
     # The run is stopped at once by a missing Cellpose model, after the check passed.
-    result = subprocess.run(
-        [sys.executable, "-m", "shest", "run", "--wsi", str(cmu_slide), "--outdir", str(tmp_path / "out"),
-         "--model", "demo", "--segment-args=--batch-size 4"],
-        capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, SHEST_OFFLINE="1", CELLPOSE_LOCAL_MODELS_PATH=str(tmp_path / "models")),
-    )  # fmt: skip
+    result = run_shest("run", "--wsi", str(cmu_slide), "--outdir", str(tmp_path / "out"), "--model", "demo",
+                       "--segment-args=--batch-size 4", env=offline_env(tmp_path))  # fmt: skip
     assert "already decides" not in result.stderr
     assert "Cellpose model 'cpsam' is not in" in result.stderr
 
 
 def test_run_missing_cellpose_model_fails_before_qc(cmu_slide, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "shest", "run", "--wsi", str(cmu_slide), "--outdir", str(tmp_path / "out"),
-         "--model", "demo"],
-        capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, SHEST_OFFLINE="1", CELLPOSE_LOCAL_MODELS_PATH=str(tmp_path / "models")),
-    )  # fmt: skip
+    result = run_shest("run", "--wsi", str(cmu_slide), "--outdir", str(tmp_path / "out"), "--model", "demo",
+                       env=offline_env(tmp_path))  # fmt: skip
     assert result.returncode == 1
     assert "downloads are off (SHEST_OFFLINE is set)" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_run_demo_rejects_checkpoint(tmp_path):
-    slide = tmp_path / "slide.svs"
-    slide.write_bytes(b"x")
+    slide = unread_slide(tmp_path)
     checkpoint = tmp_path / "heads.safetensors"
     checkpoint.write_bytes(b"x")
     result = run_shest("run", "--wsi", str(slide), "--outdir", str(tmp_path / "out"), "--model", "demo",
@@ -298,8 +299,7 @@ def test_run_demo_rejects_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("cutoff", ["1.5", "-0.1", "nan"])
 def test_run_rejects_probability_cutoff_outside_0_1(tmp_path, cutoff):
-    slide = tmp_path / "slide.svs"
-    slide.write_bytes(b"x")
+    slide = unread_slide(tmp_path)
     result = run_shest("run", "--wsi", str(slide), "--outdir", str(tmp_path / "out"), "--model", "demo",
                        f"--probability-cutoff={cutoff}")  # fmt: skip
     assert result.returncode == 2

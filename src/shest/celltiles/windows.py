@@ -86,15 +86,6 @@ def exterior_ring_coordinates(geometries: Sequence) -> tuple[np.ndarray, np.ndar
     return coords, offsets
 
 
-def exterior_rings(geometries: Sequence) -> list[np.ndarray]:
-    """Return the outer ring of each nucleus as an (V, 2) array of (x, y) level-0 pixels.
-
-    A MultiPolygon contributes its largest part.
-    """
-    coords, offsets = exterior_ring_coordinates(geometries)
-    return np.split(coords, offsets[1:-1])
-
-
 def block_order(cx: np.ndarray, cy: np.ndarray, block_px: int) -> tuple[np.ndarray, np.ndarray]:
     """Sort cells by the block holding their centroid (row-major) and return the order and the block key of each."""
     bx = cx // block_px

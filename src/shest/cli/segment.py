@@ -168,29 +168,11 @@ def build_segmenter(args: argparse.Namespace):
     return WatershedSegmenter(WatershedParams(**overrides))
 
 
-def _open_with_plan_mpp(slide_path: Path, mpp: float | None, plan):
-    """Open the slide, taking the plan's µm/px when neither --mpp nor the slide's metadata gives one.
-
-    ``shest qc --mpp X`` records X in the plan, so a slide without µm/px in its
-    metadata need not be given --mpp a second time.
-    """
-    from shest.errors import MppError
-    from shest.slide import open_slide
-
-    try:
-        return open_slide(slide_path, mpp=mpp)
-    except MppError:
-        if mpp is not None:
-            raise
-    log.info("%s records no µm/px; using the plan's %.4f µm/px (from shest qc)", Path(slide_path).name,
-             plan.slide_mpp)  # fmt: skip
-    return open_slide(slide_path, mpp=plan.slide_mpp)
-
-
 def run(args: argparse.Namespace) -> int:
     from shest.segmentation.outputs import SlideOutputPaths, write_slide_outputs
     from shest.segmentation.runner import segment_slide
     from shest.segmentation.table import write_cell_table
+    from shest.slide import open_slide
     from shest.tiling.plan import TilePlan
 
     sample = sample_name(args.sample, args.slide)
@@ -199,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk is not None:
         plan.chunk(args.chunk)  # validates the index before the slide is opened
     segmenter = build_segmenter(args)
-    with _open_with_plan_mpp(args.slide, args.mpp, plan) as slide:
+    # shest qc --mpp X records X in the plan, so it need not be repeated here.
+    with open_slide(args.slide, mpp=args.mpp, recorded_mpp=plan.slide_mpp) as slide:
         segmentation_mpp = slide.mpp if args.segmentation_mpp == "native" else args.segmentation_mpp
         result = segment_slide(slide, plan, segmenter, sample, chunk=args.chunk, segmentation_mpp=segmentation_mpp)
 

@@ -96,10 +96,6 @@ class OutputSet:
         self._pending.append((tmp, final, allow_empty))
         return tmp
 
-    @property
-    def final_paths(self) -> list[Path]:
-        return [final for _, final, _ in self._pending]
-
     def __enter__(self) -> OutputSet:
         return self
 

@@ -161,6 +161,7 @@ def infer_slide(
         The cell table has no nuclei, or none passes the size and edge filters.
     """
     from shest.model import choose_device, load_model
+    from shest.slide import open_slide
 
     if not 0.0 <= probability_cutoff <= 1.0:
         raise InputError(f"The probability cutoff must lie between 0 and 1, found {probability_cutoff}.")
@@ -182,7 +183,7 @@ def infer_slide(
     device_obj = choose_device(device)
     # The slide is opened and checked against the table before the model is loaded,
     # so a wrong slide or µm/px fails at once instead of after loading the backbone.
-    with _open_with_table_mpp(slide_path, mpp, table_meta, cells_path) as slide:
+    with open_slide(slide_path, mpp=mpp, recorded_mpp=_table_mpp(table_meta)) as slide:
         _check_table_slide(table_meta, slide, cells_path)
         _check_table_mpp(table_meta, slide.mpp, cells_path)
         if model is None:
@@ -420,22 +421,6 @@ def _table_mpp(meta: dict[str, Any]) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if value > 0 else None
-
-
-def _open_with_table_mpp(slide_path: Path, mpp: float | None, meta: dict[str, Any], cells_path: Path):
-    """Open the slide, taking the cell table's µm/px when neither ``mpp`` nor the slide's metadata gives one."""
-    from shest.errors import MppError
-    from shest.slide import open_slide
-
-    try:
-        return open_slide(slide_path, mpp=mpp)
-    except MppError:
-        recorded = _table_mpp(meta)
-        if mpp is not None or recorded is None:
-            raise
-    log.info("%s records no µm/px; using the %.4f µm/px that %s records (from segmentation)", slide_path.name,
-             recorded, cells_path.name)  # fmt: skip
-    return open_slide(slide_path, mpp=recorded)
 
 
 def _check_table_mpp(meta: dict[str, Any], slide_mpp: float, cells_path: Path) -> None:

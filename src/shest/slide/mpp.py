@@ -31,7 +31,7 @@ class PixelSize:
 
     x: float
     y: float
-    source: str  # "override", "vendor", "tiff-resolution" or "ome"
+    source: str  # "override", "vendor", "tiff-resolution", "ome" or "recorded"
 
     @property
     def mean(self) -> float:
@@ -65,8 +65,13 @@ def resolve_pixel_size(
     vendor: PixelSizeCandidate | None,
     tiff_tags: PixelSizeCandidate | None,
     ome: PixelSizeCandidate | None,
+    recorded: float | None = None,
 ) -> PixelSize:
-    """Pick the pixel size by precedence: override, vendor, OME, TIFF resolution tags.
+    """Pick the pixel size by precedence: override, vendor, OME, TIFF resolution tags, recorded.
+
+    ``recorded`` is the µm/px that an earlier stage used for this slide (stored in the
+    tile plan or the cell table). It is the last resort, for slides whose metadata
+    lack a pixel size, so that ``shest qc --mpp`` need not be repeated at every stage.
 
     OME PhysicalSize is tried before plain TIFF resolution tags because OME-TIFF
     writers often leave the TIFF tags at a print default. A TIFF tag value outside the
@@ -90,6 +95,10 @@ def resolve_pixel_size(
             return PixelSize(candidate.x, candidate.y, candidate.source)
         ignored.append(f"{candidate.detail} gives {candidate.x:g} µm/px, which is not a scan resolution")
         log.debug("%s: ignoring %s", path, ignored[-1])
+
+    if recorded is not None:
+        check_mpp_range(float(recorded), path, "the µm/px recorded by an earlier stage")
+        return PixelSize(float(recorded), float(recorded), "recorded")
 
     hint = f" ({'; '.join(ignored)})" if ignored else ""
     raise MppError(

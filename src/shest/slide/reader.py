@@ -360,7 +360,12 @@ class Slide:
         return f"Slide({self.path.name!r}, {width}x{height}, {pixel}, backend={self.backend})"
 
 
-def open_slide(path: str | os.PathLike, mpp: float | None = None, require_mpp: bool = True) -> Slide:
+def open_slide(
+    path: str | os.PathLike,
+    mpp: float | None = None,
+    require_mpp: bool = True,
+    recorded_mpp: float | None = None,
+) -> Slide:
     """Open a slide and resolve its pixel size.
 
     Parameters
@@ -373,6 +378,9 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, require_mpp: b
         With False, a slide without a usable pixel size still opens (for describing
         it); its ``mpp`` properties then raise MppError and ``mpp_error`` holds the
         message.
+    recorded_mpp
+        µm/px that an earlier stage recorded for this slide (tile plan, cell table),
+        used only when neither ``mpp`` nor the file gives one; the choice is logged.
 
     Raises
     ------
@@ -410,7 +418,7 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, require_mpp: b
             attempts.append(str(exc))
             continue
         try:
-            pixel_size = resolve_pixel_size(path, mpp, meta.vendor_mpp, meta.tiff_mpp, meta.ome_mpp)
+            pixel_size = resolve_pixel_size(path, mpp, meta.vendor_mpp, meta.tiff_mpp, meta.ome_mpp, recorded_mpp)
         except MppError as exc:
             if not require_mpp:
                 return Slide(path, handle, meta, None, mpp_error=str(exc))
@@ -418,6 +426,8 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, require_mpp: b
                 handle.close()
             raise
         slide = Slide(path, handle, meta, pixel_size)
+        if pixel_size.source == "recorded":
+            log.info("%s records no µm/px; using the %.4f µm/px recorded by an earlier stage", path.name, pixel_size.x)
         log.debug("Opened %r (mpp from %s)", slide, pixel_size.source)
         return slide
 
