@@ -26,7 +26,7 @@ def resolve_device(request: str = "auto", purpose: str = "Inference", allow_mps:
     Parameters
     ----------
     request
-        ``auto`` takes CUDA when PyTorch sees a GPU, then Apple MPS when
+        ``auto`` takes CUDA when PyTorch detects a GPU, then Apple MPS when
         ``allow_mps`` is set, else the CPU, and logs the CPU fallback. ``cpu`` and
         ``cuda`` are taken as given.
     purpose

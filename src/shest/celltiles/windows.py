@@ -37,7 +37,7 @@ class CellBatch:
     ``positions`` are indices into the selection (0 .. n_kept - 1), so results can be
     written into arrays in cell-table order whatever the reading order. ``cx`` and
     ``cy`` are rounded centroids in level-0 pixels and ``block`` the read block of
-    each cell; the cells of one block are contiguous. ``rings`` holds the outer
+    each cell; the cells of one block are contiguous. ``rings`` contains the outer
     rings of all cells as level-0 (x, y) vertices, cell ``i`` owning rows
     ``ring_offsets[i]:ring_offsets[i + 1]``.
     """

@@ -9,7 +9,7 @@ from shest.errors import InputError
 
 SAMPLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif")
-# Longest sample name. File systems allow 255 bytes per file name, and the longest
+# Maximum sample name length. File systems allow 255 bytes per file name, and the longest
 # names built from a sample (a temporary name around S.chunk-NNNN.cells.parquet) add
 # about 60 characters to it.
 MAX_SAMPLE_LENGTH = 128

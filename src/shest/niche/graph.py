@@ -22,11 +22,11 @@ from shest.niche.params import NicheParams
 
 log = logging.getLogger(__name__)
 
-# Most stored neighbour pairs in a radius or kNN graph. squidpy 1.8 peaks at about
+# Maximum number of stored neighbour pairs in a radius or kNN graph. squidpy 1.8 peaks at about
 # 100 bytes per pair while it builds a radius graph (measured on 50,000 cells), so
-# this bounds the build to about 5 GB. A Delaunay graph holds about 6 pairs per cell.
+# this bounds the build to about 5 GB. A Delaunay graph stores about 6 pairs per cell.
 MAX_GRAPH_PAIRS = 50_000_000
-# Share of analysed cells without an edge above which the notes say so; a few cells
+# Share of analysed cells without an edge above which a note is written. A few cells
 # beyond --max-edge-um are normal at tissue edges.
 ISOLATED_NOTE_FRACTION = 0.05
 

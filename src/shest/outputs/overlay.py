@@ -85,10 +85,10 @@ def _demo_band_height(width: int) -> int:
 
 
 def _draw_demo_band(canvas, band: int) -> None:
-    """Draw a red band of height ``band`` across the top of ``canvas`` saying the predictions are a demo.
+    """Draw a red band of height ``band`` across the top of ``canvas`` that marks the predictions as a demo.
 
-    The legend title says so too, but a figure cropped to the slide would lose it, so
-    the band spans the image, at a size readable in a slide deck.
+    The legend title marks it too, but a figure cropped to the slide would lose that,
+    so the band spans the image, at a size readable in a slide deck.
     """
     from PIL import ImageDraw, ImageFont
 

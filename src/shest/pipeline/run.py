@@ -62,14 +62,14 @@ def check_command_lines(stages: list[Stage], parser) -> None:
         its ``--<stage>-args`` set an option that ``shest run`` sets itself.
     """
     for stage in stages:
-        _, unknown = parser.parse_known_args(stage.command_line)
+        parsed, unknown = parser.parse_known_args(stage.command_line)
         source = f" (from {stage.args_option})" if stage.args_option else ""
         if unknown:
             raise InputError(
                 f"shest {stage.argv[0]} does not accept {' '.join(unknown)}{source}; "
                 f"see 'shest {stage.argv[0]} --help' for its options."
             )
-        owned = _owned_options(stage, parser, _subcommand_parser(parser, stage.argv[0]))
+        owned = _owned_options(stage, vars(parsed), parser, _subcommand_parser(parser, stage.argv[0]))
         if owned:
             run_options = ", ".join(RUN_OPTION_NAMES.get(option, option) for option in owned)
             raise InputError(
@@ -85,16 +85,16 @@ def _subcommand_parser(parser, name: str):
     raise ValueError(f"The parser has no subcommand {name!r}")
 
 
-def _owned_options(stage: Stage, parser, subparser) -> list[str]:
+def _owned_options(stage: Stage, with_extra: dict, parser, subparser) -> list[str]:
     """Return the options that ``stage.extra_args`` change although ``shest run`` decides them.
 
-    The stage's line is parsed with and without the extra arguments, so aliases and
-    abbreviations (``--segmenter``, ``--samp``) count too.
+    ``with_extra`` is the parsed full command line. It is compared with the line
+    parsed without the extra arguments, so aliases and abbreviations (``--segmenter``,
+    ``--samp``) count too.
     """
     by_option = subparser._option_string_actions
     run_dests = {by_option[token].dest for token in stage.argv if token in by_option} | RUN_OWNED_DESTS
     without = vars(parser.parse_known_args([*stage.argv, *stage.runtime_args])[0])
-    with_extra = vars(parser.parse_known_args(stage.command_line)[0])
     owned = []
     for action in subparser._actions:
         if action.dest in run_dests and without.get(action.dest) != with_extra.get(action.dest):
