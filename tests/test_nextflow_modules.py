@@ -506,3 +506,14 @@ def test_wrong_output_pattern_is_reported(chain, profile_config, tmp_path):
     rendered = render([make_request(broken, profile_config, {"id": SAMPLE}, {"wsi": "S.svs", "roi": []})])[0]
     moved = Task("qc-broken", rendered, qc.workdir, qc.staged)
     assert moved.missing_outputs() == ["plan: *.plan.json"]
+
+
+@pytest.mark.parametrize(("exit_status", "strategy"), [(3, "ignore"), (1, "finish"), (137, "retry")])
+def test_infer_ignores_slides_without_usable_nuclei(profile_config, exit_status, strategy):
+    # shest exits with 3 when a stage has nothing to work on; SHEST_INFER skips that slide.
+    closure = profile_config["process"]["withName:SHEST_INFER"]["errorStrategy"]
+    classpath = str(TOOLS / "groovy4" / "*")
+    script = f"def task = [exitStatus: {exit_status}]\ndef strategy = {closure}\nprint strategy()"
+    result = subprocess.run(["java", "-cp", classpath, "groovy.ui.GroovyMain", "-e", script],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert result.stdout == strategy
